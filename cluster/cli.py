@@ -1,0 +1,210 @@
+"""`d2d`: one command, a subcommand per lifecycle stage.
+
+    d2d STAGE [--config PRESET_OR_FILE] [--set key=value ...] [--run-dir DIR]
+              [--address ADDR] [--FIELD VALUE ...] [POSITIONAL ...]
+    d2d submit STAGE [stage options] --address http://HEAD:8265 [--follow]
+    d2d jobs list|status|logs|stop [JOB_ID] --address http://HEAD:8265
+
+Every config field is also an option (`--vocab-size 2048` is `--set vocab_size=2048`).
+Bad configuration, a missing input or an unreachable cluster prints one line
+naming the problem and exits non-zero; set D2D_DEBUG=1 for the traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+from cluster.config import (
+    ConfigError,
+    build_config,
+    config_fields,
+    describe,
+    parse_set,
+    unknown_key_error,
+)
+from cluster.stages import STAGES, Stage
+
+USAGE = (
+    "usage: d2d STAGE [--config PRESET_OR_FILE] [--set key=value ...] [--run-dir DIR] "
+    "[--address ADDR] [--FIELD VALUE ...]\n"
+    "       d2d submit STAGE [stage options] --address http://HEAD:8265 [--follow]\n"
+    "       d2d jobs list|status|logs|stop [JOB_ID] --address http://HEAD:8265"
+)
+
+
+class UsageError(Exception):
+    pass
+
+
+def _stage_list() -> str:
+    lines = [USAGE, "", "stages:"]
+    for s in STAGES.values():
+        lines.append(f"  {s.name:<10} {s.summary}")
+    lines.append(f"  {'submit':<10} run any stage as a Ray job on a cluster (Ray Jobs API)")
+    lines.append(f"  {'jobs':<10} list, inspect, follow or stop submitted Ray jobs")
+    lines.append("")
+    lines.append("d2d STAGE --help lists every config field with its default and meaning.")
+    return "\n".join(lines)
+
+
+def _stage_help(stage: Stage, cls: type) -> str:
+    pos = " ".join(p.upper() for p in stage.positionals)
+    return (
+        f"usage: d2d {stage.name} [--config PRESET_OR_FILE] [--set key=value ...] "
+        f"[--address ADDR] [--FIELD VALUE ...] {pos}\n\n{stage.summary}\n\nconfig fields:\n"
+        + describe(cls)
+    )
+
+
+@dataclasses.dataclass
+class Parsed:
+    config: str | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    address: str | None = None
+    help: bool = False
+
+
+def parse_stage_args(stage: Stage, cls: type, argv: list[str]) -> Parsed:
+    """Parse `argv` for `stage`; options name config fields, positionals fill stage.positionals."""
+    fields = config_fields(cls)
+    hints = {k: f.type for k, f in fields.items()}
+    out = Parsed()
+    sets: list[str] = []
+    positionals: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+
+        def value() -> str:
+            if "=" in arg:
+                return arg.split("=", 1)[1]
+            if i + 1 >= len(argv):
+                raise UsageError(f"{arg.split('=')[0]} needs a value")
+            return argv[i + 1]
+
+        step = 1 if "=" in arg else 2
+        if arg in ("-h", "--help"):
+            out.help = True
+            step = 1
+        elif arg == "--":
+            positionals.extend(argv[i + 1 :])
+            break
+        elif arg.startswith("--config"):
+            out.config = value()
+        elif arg.startswith("--set"):
+            sets.append(value())
+        elif arg.startswith("--address"):
+            out.address = value()
+        elif arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0].replace("-", "_")
+            negated = name.startswith("no_") and name[3:] in fields and "bool" in str(hints[name[3:]])
+            if negated:
+                out.overrides[name[3:]] = False
+                step = 1
+            elif name not in fields:
+                raise unknown_key_error(cls, name)
+            elif "bool" in str(hints[name]) and "=" not in arg and (
+                i + 1 >= len(argv) or argv[i + 1].startswith("--") or argv[i + 1].lower() not in (
+                    "true", "false", "1", "0", "yes", "no", "on", "off")
+            ):
+                out.overrides[name] = True
+                step = 1
+            else:
+                out.overrides[name] = value()
+        else:
+            positionals.append(arg)
+            step = 1
+        i += step
+    if len(positionals) > len(stage.positionals):
+        extra = positionals[len(stage.positionals) :]
+        raise UsageError(f"unexpected argument(s): {' '.join(extra)}")
+    for name, v in zip(stage.positionals, positionals):
+        out.overrides[name] = v
+    out.overrides.update(parse_set(sets))
+    return out
+
+
+def _print_result(result: Any) -> None:
+    if result is None:
+        return
+    if isinstance(result, (str, os.PathLike)):
+        print(f"artifacts: {result}")
+    elif isinstance(result, dict):
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(result)
+
+
+def run_stage(name: str, argv: list[str]) -> int:
+    if name not in STAGES:
+        raise UsageError(f"unknown stage {name!r}; stages: {', '.join(STAGES) or 'none'}")
+    stage = STAGES[name]
+    cls = stage.load_config_class()
+    parsed = parse_stage_args(stage, cls, argv)
+    if parsed.help:
+        print(_stage_help(stage, cls))
+        return 0
+    cfg = build_config(cls, parsed.config, parsed.overrides, section=name)
+    if stage.needs_ray:
+        from cluster.runtime import connect
+
+        connect(parsed.address, **_ray_sizing(cfg))
+    else:
+        from cluster.runtime import set_process_env
+
+        set_process_env()
+    started = time.time()
+    result = stage.load_run()(cfg)
+    _print_result(result)
+    print(f"[d2d {name}] done in {time.time() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _ray_sizing(cfg: Any) -> dict:
+    """Embedded Ray's size may come from config (`ray_num_cpus`), else the machine."""
+    n = getattr(cfg, "ray_num_cpus", None)
+    return {"num_cpus": n} if n else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_stage_list())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    try:
+        if name == "submit":
+            from cluster.jobs import submit_main
+
+            return submit_main(rest)
+        if name == "jobs":
+            from cluster.jobs import jobs_main
+
+            return jobs_main(rest)
+        return run_stage(name, rest)
+    except KeyboardInterrupt:
+        print(f"d2d {name}: interrupted", file=sys.stderr)
+        return 130
+    except (ConfigError, UsageError) as e:
+        print(f"d2d {name}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - one line for the user, traceback on demand
+        from pipeline.errors import StageError
+
+        if os.environ.get("D2D_DEBUG"):
+            traceback.print_exc()
+        kind = "" if isinstance(e, (StageError, ConnectionError, FileNotFoundError)) else f"{type(e).__name__}: "
+        print(f"d2d {name}: error: {kind}{e}", file=sys.stderr)
+        if kind and not os.environ.get("D2D_DEBUG"):
+            print("  (set D2D_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The lifecycle's stages: curation, tokenizer and token shards, training, evaluation, report."""
