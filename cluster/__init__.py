@@ -1,0 +1,1 @@
+"""How work reaches Ray: the d2d CLI, connecting, Ray Jobs, cluster definitions."""

@@ -1,0 +1,1 @@
+"""Guardrails: pure-Python input and output guards behind one interface (see base.py)."""

@@ -1,0 +1,1 @@
+"""Acquisition: Common Crawl listings, a polite crawler, and the demo crawl generator."""

@@ -1,0 +1,1 @@
+"""Conversation data: converters to OpenAI-style messages and synthetic generators."""

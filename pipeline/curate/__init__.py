@@ -1,0 +1,1 @@
+"""Curation on Ray Data: read crawls, filter, deduplicate, remove PII."""
