@@ -150,6 +150,9 @@ def run_stage(name: str, argv: list[str]) -> int:
     if parsed.help:
         print(_stage_help(stage, cls))
         return 0
+    if stage.config_field and parsed.config:
+        parsed.overrides.setdefault(stage.config_field, parsed.config)
+        parsed.config = None
     cfg = build_config(cls, parsed.config, parsed.overrides, section=name)
     if stage.needs_ray:
         from cluster.runtime import connect

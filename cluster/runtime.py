@@ -69,6 +69,9 @@ def connect(
     Inside a Ray job (RAY_ADDRESS set by the job supervisor) it joins that cluster.
     """
     set_process_env()
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
     import ray
 
     if ray.is_initialized():

@@ -24,6 +24,8 @@ class Stage:
     """Connect to Ray (embedded or --address) before calling run."""
     positionals: tuple[str, ...] = ()
     """Config fields filled, in order, by positional arguments (`d2d guard scan "text"`)."""
+    config_field: str = ""
+    """If set, `--config X` fills this field instead of naming a preset or file (`d2d run --config demo`)."""
 
     def load_config_class(self) -> type:
         return _load(self.config)
@@ -41,6 +43,10 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         # Stages register here, in lifecycle order, once they work end to end.
+        Stage("report", "write the run's report card RUN/report.md with plots, from its metrics files",
+              "pipeline.report:ReportConfig", "pipeline.report:run", needs_ray=False),
+        Stage("run", "run a whole lifecycle recipe, skipping finished stages (`d2d run --config demo`)",
+              "cluster.recipe:RunConfig", "cluster.recipe:run", config_field="recipe"),
         Stage("bench", "run a stage's benchmark and print its figures (`d2d bench all`)",
               "cluster.bench:BenchConfig", "cluster.bench:run", needs_ray=False,
               positionals=("target",)),

@@ -1,0 +1,72 @@
+"""The d2d command: stage listing, help, and one clear line for every kind of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cluster.cli import main
+from cluster.config import config_fields
+from cluster.stages import STAGES
+
+D2D = [sys.executable, "-m", "cluster.cli"]
+
+
+def test_help_lists_registered_stages_only(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in STAGES:
+        assert f"  {name} " in out
+    assert "submit" in out and "jobs" in out
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_rejects_an_unknown_key_naming_it(stage, capsys):
+    assert main([stage, "--set", "no_such_key=1"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_key" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_help_documents_every_field(stage, capsys):
+    assert main([stage, "--help"]) == 0
+    out = capsys.readouterr().out
+    cls = STAGES[stage].load_config_class()
+    for name in config_fields(cls):
+        assert f"  {name} (" in out
+
+
+def test_field_docstrings_exist_for_every_stage():
+    from cluster.config import field_docs
+
+    missing = {
+        s: [f for f in config_fields(STAGES[s].load_config_class()) if f not in field_docs(STAGES[s].load_config_class())]
+        for s in STAGES
+    }
+    assert not {s: m for s, m in missing.items() if m}
+
+
+@pytest.mark.parametrize(
+    "argv, code, needle",
+    [
+        (["nope"], 2, "unknown stage 'nope'"),
+        (["bench", "--set", "quick=maybe"], 2, "quick: expected bool"),
+        (["bench", "extra", "args"], 2, "unexpected argument"),
+        (["bench", "--quick", "--target"], 2, "--target needs a value"),
+        (["jobs", "list", "--address", "http://127.0.0.1:9"], 1, "cannot reach"),
+        (["submit", "nope", "--address", "http://127.0.0.1:9"], 1, "unknown stage 'nope'"),
+    ],
+)
+def test_bad_input_gives_one_line_and_nonzero_exit(argv, code, needle, capsys):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_console_script_end_to_end():
+    r = subprocess.run([*D2D, "bench", "--set", "no_such_key=1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "no_such_key" in r.stderr and "Traceback" not in r.stderr
