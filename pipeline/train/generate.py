@@ -1,0 +1,101 @@
+"""`d2d generate`: stream a continuation of a prompt from a model folder to the terminal.
+
+    d2d generate --model runs/demo/base --prompt "First Citizen:" --max-tokens 100 --temperature 0.8
+
+Plain text continuation (a base model has no chat format; `d2d chat` is for assistants).
+Hugging Face `generate` with the KV cache and `TextIteratorStreamer`: tokens print as
+they are sampled. Runs in this process, no Ray.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+
+from pipeline.errors import StageError
+
+
+@dataclass(kw_only=True)
+class GenerateConfig:
+    model: str = ""
+    """Model folder (HF format with tokenizer), e.g. RUN/base; empty: RUN_DIR/base."""
+    run_dir: str = "runs/default"
+    """Run directory, used when `model` is empty."""
+    prompt: str = ""
+    """Text to continue (empty: start from <|endoftext|>, i.e. a fresh document)."""
+    max_tokens: int = 64
+    """New tokens to sample (fewer if the context would overflow)."""
+    temperature: float = 0.8
+    """Sampling temperature; 0 means greedy."""
+    top_k: int = 50
+    """Sample among the k most likely tokens (0: no cut)."""
+    top_p: float = 1.0
+    """Nucleus sampling: the smallest set of tokens with this much probability (1: no cut)."""
+    seed: int = 0
+    """Sampling seed (same seed, same text)."""
+    stream: bool = True
+    """Print tokens as they come; false prints the whole text at the end."""
+
+    def __post_init__(self):
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k: must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+
+
+def load(model_dir: str):
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.tokenizer import load_tokenizer
+
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        raise StageError(f"{model_dir}/config.json not found: run `d2d pretrain` first or pass --model")
+    tok = load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
+    return model, tok
+
+
+def generate(cfg: GenerateConfig, out=sys.stdout) -> str:
+    """Sample a continuation of cfg.prompt; writes it to `out` as it comes; returns it."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    from pipeline.tokenizer import EOT, encode_text
+
+    model, tok = load(cfg.model or f"{cfg.run_dir.rstrip('/')}/base")
+    ids = encode_text(tok, cfg.prompt) if cfg.prompt else [tok.convert_tokens_to_ids(EOT)]
+    room = model.config.max_position_embeddings - len(ids)
+    if room < 1:
+        raise StageError(f"prompt: {len(ids)} tokens leave no room in the model's {model.config.max_position_embeddings}-token context")
+    torch.manual_seed(cfg.seed)
+    sample = cfg.temperature > 0
+    kwargs = dict(input_ids=torch.tensor([ids]), max_new_tokens=min(cfg.max_tokens, room), do_sample=sample,
+                  use_cache=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.convert_tokens_to_ids(EOT))
+    if sample:
+        kwargs.update(temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    worker = threading.Thread(target=lambda: model.generate(**kwargs, streamer=streamer), daemon=True)
+    worker.start()
+    pieces = []
+    if cfg.stream:
+        out.write(cfg.prompt)
+    for piece in streamer:
+        pieces.append(piece)
+        if cfg.stream:
+            out.write(piece)
+            out.flush()
+    worker.join()
+    text = "".join(pieces)
+    out.write(("" if cfg.stream else cfg.prompt + text) + "\n")
+    return text
+
+
+def run(cfg: GenerateConfig) -> None:
+    generate(cfg)

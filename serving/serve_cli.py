@@ -1,0 +1,52 @@
+"""`d2d serve`: deploy the guarded chat app on Ray Serve and stay in the foreground until Ctrl-C.
+
+    d2d serve --model runs/demo/sft --port 8000
+    D2D_API_KEYS=secret1,secret2 d2d serve --model runs/demo/sft --set rate_limit_per_minute=120
+
+Binds 127.0.0.1 unless `--host` says otherwise. Ctrl-C (or SIGTERM) deletes the
+application and shuts Serve down cleanly.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from pipeline.errors import StageError
+from serving.config import ServeConfig
+
+APP_NAME = "d2d"
+
+
+def start(cfg: ServeConfig):
+    """Start Serve's proxy on cfg.host:cfg.port and deploy the app; return its ingress handle."""
+    from ray import serve
+
+    from serving.app import build_app
+
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    return serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
+
+
+def run(cfg: ServeConfig) -> dict:
+    from pathlib import Path
+
+    from ray import serve
+
+    if not Path(cfg.model, "config.json").is_file():
+        raise StageError(f"{cfg.model} is not a model folder (no config.json): run `d2d sft` first")
+    start(cfg)
+    url = f"http://{cfg.host}:{cfg.port}"
+    print(f"[d2d serve] {cfg.served_name} ready at {url}  (chat page {url}/, API {url}/v1/chat/completions); "
+          "Ctrl-C to stop", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    print("[d2d serve] shutting down ...", file=sys.stderr, flush=True)
+    serve.shutdown()
+    return {"url": url, "model": cfg.served_name, "stopped": True}

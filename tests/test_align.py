@@ -1,0 +1,125 @@
+"""Alignment stages end to end on a real local Ray with a tiny random model: artifacts, RLAIF, resume.
+
+Each stage runs a few steps on a tiny Llama + in-process tokenizer written as RUN/sft,
+and must leave an HF model folder, metrics.jsonl, plots and its eval.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cluster.config import build_config
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+FAST = {"checkpoint_every": 2, "cpus_per_worker": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """RUN/sft (tiny random Llama + tokenizer + sft.json) and a small preference file."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pipeline.tokenizer import save_tokenizer, tiny_tokenizer
+
+    run = tmp_path_factory.mktemp("align") / "run"
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(run / "sft")
+    save_tokenizer(tok, str(run / "sft"))
+    (run / "sft" / "sft.json").write_text(json.dumps({"arithmetic": {"ops": "+", "lo": 0, "hi": 20}, "system_prompt": ""}))
+    rows = []
+    for i in range(40):
+        rows.append({"prompt": f"Question {i}: what is {i} + 1?", "chosen": f"The answer is {i + 1}.",
+                     "rejected": "I do not know, figure it out yourself."})
+    (run / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def _artifacts(folder: Path, eval_keys: tuple[str, ...]) -> dict:
+    assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+    assert (folder / "tokenizer.json").exists()
+    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
+    assert list(folder.glob("*.png"))
+    ev = json.loads((folder / "eval.json").read_text())
+    for k in eval_keys:
+        assert 0.0 <= ev[k] <= 1.0, (k, ev[k])
+    return ev
+
+
+@pytest.fixture(scope="module")
+def reward_run(tiny_run, _ray_session) -> Path:
+    from pipeline.train.reward import RewardConfig, run
+
+    cfg = build_config(RewardConfig, "tiny", {**FAST, "run_dir": str(tiny_run), "pairs": str(tiny_run / "pairs.jsonl"),
+                                              "max_steps": 4, "batch_size": 4, "max_len": 48, "eval_n": 8})
+    out = run(cfg)
+    assert out["heldout_pairs"] > 0
+    return tiny_run
+
+
+def test_reward_model_trains_saves_and_scores(reward_run):
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline.train.reward import RewardConfig, run
+
+    _artifacts(reward_run / "reward", ("heldout_accuracy",))
+    assert AutoModelForSequenceClassification.from_pretrained(reward_run / "reward").config.num_labels == 1
+    cfg = build_config(RewardConfig, None, {"action": "score", "model": str(reward_run / "reward"),
+                                            "prompt": "what is 2 + 1?", "response": "The answer is 3."})
+    scores = run(cfg)["scores"]
+    assert len(scores) == 1 and isinstance(scores[0], float)
+
+
+def test_ppo_writes_policy_metrics_and_kl(reward_run):
+    from pipeline.train.ppo import PPOConfig, run
+
+    cfg = build_config(PPOConfig, "tiny", {**FAST, "run_dir": str(reward_run), "prompts": str(reward_run / "pairs.jsonl"),
+                                           "max_steps": 3, "prompts_per_step": 4, "max_new_tokens": 8,
+                                           "minibatch_size": 4, "reward_num_cpus": 0.5})
+    out = run(cfg)
+    ev = _artifacts(reward_run / "ppo", ())
+    rows = [json.loads(x) for x in (reward_run / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("reward", "kl", "beta", "entropy", "response_length", "clip_frac", "value_loss"):
+        assert key in rows[-1]
+    assert ev["kl_target"] == cfg.kl_target and out["artifacts"].endswith("ppo")
+
+
+def test_dpo_on_pairs_built_by_the_critic(reward_run, tmp_path):
+    from pipeline.train.dpo import DPOConfig, run
+
+    constitution = tmp_path / "constitution.yaml"
+    constitution.write_text("name: test\nprinciples:\n  - text: prefer what the reward model prefers\n"
+                            "    scorer: reward_model\n    weight: 1.0\n  - text: no secrets\n"
+                            "    scorer: guard:secrets\n    weight: 1.0\n")
+    cfg = build_config(DPOConfig, "tiny", {**FAST, "run_dir": str(reward_run), "pairs": str(reward_run / "pairs.jsonl"),
+                                           "pairs_from_critic": True, "critic_prompts": 16, "critic_margin": 0.0,
+                                           "constitution": str(constitution), "max_steps": 3, "batch_size": 4,
+                                           "max_reply_len": 12})
+    out = run(cfg)
+    ev = _artifacts(reward_run / "dpo", ("heldout_reward_accuracy",))
+    critic = ev["data"]["critic"]
+    assert critic["constitution"] == "test" and critic["prompts"] == 16
+    assert critic["pairs"] + sum(critic["set_aside"].values()) == 16
+    assert out["heldout_reward_accuracy"] == ev["heldout_reward_accuracy"]
+
+
+def test_grpo_resumes_after_a_killed_learner(tiny_run):
+    from pipeline.train.grpo import GRPOConfig, run
+
+    cfg = build_config(GRPOConfig, "tiny", {**FAST, "run_dir": str(tiny_run), "max_steps": 4, "checkpoint_every": 1,
+                                            "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 6,
+                                            "eval_n": 8, "fail_at_step": 2, "max_failures": 1})
+    run(cfg)
+    ev = _artifacts(tiny_run / "grpo", ("accuracy_before", "accuracy_after"))
+    assert ev["heldout_problems"] == 8
+    events = [json.loads(x) for x in (tiny_run / "grpo" / "events.jsonl").read_text().splitlines()]
+    assert events == [{"event": "resumed", "step": 2, "time": events[0]["time"]}]

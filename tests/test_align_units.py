@@ -1,0 +1,123 @@
+"""Alignment building blocks without Ray: preference data, KV-cache sampling, critic choice, configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import shared
+
+from pipeline.chat import prefs
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pipeline.tokenizer import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                      pad_token_id=tok.pad_token_id)
+    return LlamaForCausalLM(cfg).eval(), tok
+
+
+def test_hh_converter_on_the_real_file(tmp_path):
+    src = shared("prefs/hh_rlhf_harmless_base_test.jsonl.gz")
+    stats = prefs.convert(src, tmp_path)
+    assert stats["pairs"] + sum(stats["rejected"].values()) == 2312  # every row is kept or counted
+    assert stats["train"] + stats["heldout"] == stats["pairs"]
+    assert 0.05 < stats["heldout"] / stats["pairs"] < 0.15
+    row = json.loads((tmp_path / "train.jsonl").open().readline())
+    assert row["prompt"][0]["role"] == "user" and row["prompt"][-1]["role"] == "user"
+    assert row["chosen"][0]["role"] == "assistant" and row["chosen"][0]["content"] != row["rejected"][0]["content"]
+    again = prefs.load_pairs(tmp_path / "train.jsonl")  # our own output reads back unchanged
+    assert len(again.pairs) == stats["train"] and not again.rejects
+    held = {json.dumps(p.prompt) for p in prefs.load_pairs(tmp_path / "heldout.jsonl").pairs}
+    assert not held & {json.dumps(p.prompt) for p in again.pairs}
+
+
+def test_hh_transcript_parsing_and_reasons():
+    pair, why = prefs.from_hh({"chosen": "\n\nHuman: hi\n\nAssistant: hello!", "rejected": "\n\nHuman: hi\n\nAssistant: go away"})
+    assert why == "" and pair.prompt == [{"role": "user", "content": "hi"}] and pair.chosen == "hello!"
+    assert prefs.from_hh({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: x\n\nAssistant: c"})[1] == "hh_prompts_differ"
+    assert prefs.from_hh({"chosen": "no turns", "rejected": "no turns"})[1] == "hh_not_a_transcript"
+    assert prefs.from_row({"prompt": "q", "chosen": "a", "rejected": "a"})[1] == "identical_replies"
+    assert prefs.from_row({"messages": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"})[0].chosen == "a"
+    assert prefs.from_row({"chosen": [{"role": "user", "content": "x"}], "rejected": "b"})[1] == "missing_prompt"
+
+
+def test_bad_lines_are_counted_not_dropped(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\nnot json\n{"prompt": "q"}\n')
+    data = prefs.load_pairs(f)
+    assert len(data.pairs) == 1 and data.reasons == {"bad_json": 1, "missing_chosen_or_rejected": 1}
+
+
+def test_kv_cache_sampling_logprobs_match_a_full_forward(tiny_lm):
+    from pipeline.train.rollout import response_logprobs, sample
+
+    model, tok = tiny_lm
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    ro = sample(model, prompts, max_new_tokens=12, eos_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
+                temperature=0.7, generator=torch.Generator().manual_seed(1))
+    assert ro.input_ids.shape[1] == ro.prompt_len + ro.logprobs.shape[1]
+    with torch.no_grad():
+        full = response_logprobs(model, ro.input_ids, ro.attention_mask, ro.prompt_len, temperature=0.7)
+    m = ro.response_mask.bool()
+    assert torch.allclose(full[m], ro.logprobs[m], atol=1e-4)
+    assert (ro.logprobs[~m] == 0).all()
+
+
+def test_greedy_sampling_is_deterministic_and_stops(tiny_lm):
+    from pipeline.train.rollout import sample
+
+    model, tok = tiny_lm
+    a = sample(model, [[5, 6, 7]], max_new_tokens=8, eos_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, temperature=0)
+    b = sample(model, [[5, 6, 7]], max_new_tokens=8, eos_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, temperature=0)
+    assert a.responses == b.responses
+    first = a.responses[0][0]  # make the first greedy token a stop token: the reply is just that token
+    c = sample(model, [[5, 6, 7]], max_new_tokens=8, eos_ids=[first], pad_id=tok.pad_token_id, temperature=0)
+    assert c.responses == [[first]]
+
+
+def test_critic_choice_and_constitution(tmp_path):
+    from pipeline.train.critic import choose, load_constitution
+
+    pair, _ = choose([{"role": "user", "content": "q"}], "a", "b", 0.1, 0.9, margin=0.05)
+    assert pair.chosen == "b" and pair.rejected == "a"
+    assert choose([], "a", "b", 0.5, 0.52, margin=0.05) == (None, "critic_tie")
+    assert choose([], "same", "same ", 0.0, 1.0, margin=0.05) == (None, "identical_replies")
+    assert {p["scorer"] for p in load_constitution()["principles"]} >= {"reward_model"}
+    bad = tmp_path / "c.yaml"
+    bad.write_text("principles:\n  - text: x\n    scorer: vibes\n")
+    with pytest.raises(ValueError, match="scorer"):
+        load_constitution(str(bad))
+
+
+def test_configs_name_the_bad_field():
+    from cluster.config import ConfigError, build_config
+    from pipeline.train.dpo import DPOConfig
+    from pipeline.train.grpo import GRPOConfig
+    from pipeline.train.ppo import PPOConfig
+    from pipeline.train.reward import RewardConfig
+
+    for cls, key, bad in [(GRPOConfig, "group_size", "1"), (PPOConfig, "kl_target", "-1"),
+                          (DPOConfig, "beta", "0"), (RewardConfig, "action", "dance"), (PPOConfig, "clip_eps", "2")]:
+        with pytest.raises(ConfigError, match=key):
+            build_config(cls, "tiny", [f"{key}={bad}"])
+
+
+def test_gsm8k_problems_and_verifiable_reward():
+    from pipeline.train.grpo import load_gsm8k, verifiable_reward
+
+    problems, skipped = load_gsm8k(str(shared("math/test.jsonl")))
+    assert len(problems) + sum(skipped.values()) == 1319 and len(problems) > 1300
+    assert problems[0]["answer"] == 18 and "Janet" in problems[0]["question"]
+    assert verifiable_reward("so... The answer is 18.", 18, 0.1) == (1.1, True)
+    assert verifiable_reward("#### 18", 18, 0.1) == (1.1, True)
+    assert verifiable_reward("I think 18", 18, 0.1) == (1.0, True)  # right but off-format
+    assert verifiable_reward("The answer is 17.", 18, 0.1) == (0.1, False)
