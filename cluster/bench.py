@@ -22,6 +22,7 @@ from cluster.stages import _load
 #: target -> "module:function"; each stage adds its own line.
 BENCHES: dict[str, str] = {
     "curate": "pipeline.curate.bench:run_bench",
+    "tokenize": "pipeline.shards_bench:run_bench",
     "pretrain": "pipeline.train.bench:run_bench",
     "guard": "guardrails.bench:run_bench",
     "serve": "serving.bench:run_bench",

@@ -81,7 +81,7 @@ STAGES: dict[str, Stage] = {
         Stage("serve", "serve a chat model on Ray Serve: OpenAI API + SSE, guardrails, web page (foreground)",
               "serving.config:ServeConfig", "serving.serve_cli:run", needs_ray=True),
         Stage("bench", "run a stage's benchmark and print its figures (`d2d bench all`)",
-              "cluster.bench:BenchConfig", "cluster.bench:run", needs_ray=False,
+              "cluster.bench:BenchConfig", "cluster.bench:run",
               positionals=("target",)),
     ]
 }

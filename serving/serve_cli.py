@@ -29,6 +29,14 @@ def start(cfg: ServeConfig):
     return serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
 
 
+def _auth_hint(cfg: ServeConfig) -> str:
+    """The curl header to add when API keys are configured (the key itself is never printed)."""
+    import os
+
+    keyed = bool(os.environ.get(cfg.api_keys_env)) or bool(cfg.api_keys_file)
+    return "-H 'Authorization: Bearer $YOUR_KEY' " if keyed else ""
+
+
 def run(cfg: ServeConfig) -> dict:
     from pathlib import Path
 
@@ -38,8 +46,10 @@ def run(cfg: ServeConfig) -> dict:
         raise StageError(f"{cfg.model} is not a model folder (no config.json): run `d2d sft` first")
     start(cfg)
     url = f"http://{cfg.host}:{cfg.port}"
-    print(f"[d2d serve] {cfg.served_name} ready at {url}  (chat page {url}/, API {url}/v1/chat/completions); "
-          "Ctrl-C to stop", file=sys.stderr, flush=True)
+    body = '{"model": "%s", "messages": [{"role": "user", "content": "Who are you?"}]}' % cfg.served_name
+    print(f"serving on {url}  (chat page {url}/, API {url}/v1/chat/completions); Ctrl-C to stop\n"
+          f"try: curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
+          f"{_auth_hint(cfg)}-d '{body}'", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

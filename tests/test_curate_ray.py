@@ -25,6 +25,8 @@ def test_demo_input_written_once_and_reused(run_dir):
     assert len(expand_inputs(["demo://?pages=30&seed=3&per_file=20"], run_dir=str(run_dir))) == 2
     with pytest.raises(StageError, match="unknown parameters"):
         expand_inputs(["demo://?pages=30&colour=red"], run_dir=str(run_dir))
+    with pytest.raises(StageError, match="seeds file"):
+        expand_inputs([str(run_dir / "no-such-seeds.txt")], run_dir=str(run_dir))
 
 
 def test_curate_demo_crawl(ray_local, run_dir):

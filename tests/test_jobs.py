@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from conftest import ROOT, free_port
 
 pytestmark = pytest.mark.multinode
 
@@ -22,7 +22,9 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 @pytest.fixture(scope="module")
 def head(no_shared_ray, tmp_path_factory):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # The job's driver runs `python -m cluster.cli` from the raylet's PATH: put this venv first.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash, client = free_port(), free_port(), free_port()
     temp = tmp_path_factory.mktemp("rayhead")

@@ -140,10 +140,8 @@ def shakespeare_anchor(out: Path, quick: bool, budget_s: float = BUDGET_S) -> di
 
 
 def run_bench(out_dir: str, quick: bool) -> dict:
-    from cluster.runtime import connect
-
-    connect()
+    """Ray is connected by `d2d bench` (embedded local, or --address)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {"throughput": throughput(out, quick), "shakespeare": shakespeare_anchor(out, quick),
-            "machine_note": f"{os.cpu_count()} cores shared with other jobs; timings are noisy"}
+            "cores": os.cpu_count()}

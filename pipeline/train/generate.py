@@ -62,8 +62,9 @@ def load(model_dir: str):
     return model, tok
 
 
-def generate(cfg: GenerateConfig, out=sys.stdout) -> str:
-    """Sample a continuation of cfg.prompt; writes it to `out` as it comes; returns it."""
+def generate(cfg: GenerateConfig, out=None) -> str:
+    """Sample a continuation of cfg.prompt; writes it to `out` (default stdout) as it comes; returns it."""
+    out = out or sys.stdout  # looked up per call: sys.stdout may have been replaced since import
     import torch
     from transformers import TextIteratorStreamer
 
