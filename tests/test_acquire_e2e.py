@@ -17,8 +17,6 @@ from pipeline.acquire.democrawl import generate_pages, write_demo_crawl
 def test_crawl_and_cc_inputs_through_curate(ray_local, run_dir, tmp_path, capsys):
     from cluster.cli import main
 
-    # Curation's distributed dedup uses Ray Data joins, which need polars.
-    pytest.importorskip("polars", reason="d2d curate's dedup join needs polars")
     warcs = write_demo_crawl(tmp_path / "demo", n_pages=20, seed=3, pages_per_file=20)
     cc_path = "crawl-data/CC-MAIN-TEST/segments/1.1/warc/demo-00000.warc.gz"
     listing = gzip.compress(f"{cc_path}\n".encode())

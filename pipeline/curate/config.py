@@ -103,12 +103,12 @@ class CurateConfig:
     """Word n-gram size of the shingles."""
     minhash_seed: int = 1
     """Seed of the permutations (as datasketch.MinHash(seed=...))."""
-    jaccard_check: bool = False
-    """Keep only candidate pairs whose exact shingle Jaccard reaches jaccard_threshold."""
+    jaccard_check: bool = True
+    """Keep only candidate pairs whose Jaccard, estimated from their full signatures (share of equal slots), reaches jaccard_threshold; drops LSH's chance collisions."""
     jaccard_threshold: float = 0.8
     """Threshold for jaccard_check."""
     shuffle_partitions: int = 4
-    """Partitions of the dedup groupbys and joins."""
+    """Partitions of the dedup shuffles (tasks per wave); raise it with the cluster's cores."""
     max_cc_iterations: int = 30
     """Upper bound on label-propagation rounds for connected components."""
     pii_mode: Literal["presidio", "regex", "off"] = "presidio"

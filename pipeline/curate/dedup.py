@@ -1,143 +1,244 @@
-"""Global dedup on Ray Data: exact (normalised text) then MinHash LSH with distributed connected components.
+"""Global dedup on Ray: exact (normalised text), then MinHash LSH with distributed connected components.
 
     .venv/bin/d2d curate --input '../shared/data/web/*.warc.gz' --run-dir runs/x   # runs this after the filters
 
-Bands go to buckets with a Ray Data groupby (a shuffle); each bucket emits star
-edges to its smallest document key. Connected components come from iterative
-min-label propagation: every round is a Ray Data join (edges x labels) and a
-groupby-min, so no task ever holds all edges. Every document whose label (the
-smallest key in its component) is not itself is dropped: the keep rule is
-"smallest key wins", deterministic across runs and shard orders.
+One Ray Data pass computes, per document, its key, a hash of its normalised text
+and its MinHash signature. From there on only those small numeric frames move,
+through the task shuffles of `pipeline.curate.shuffle` (no text, no driver gather):
+
+1. exact: partition by text hash; in each group the smallest doc key stays.
+2. bands: the survivors' signatures cut into `minhash_bands` bucket keys.
+3. edges: partition by bucket; each bucket links its documents to its smallest key (a star).
+4. check (`jaccard_check`): keep an edge when the two signatures agree on at least
+   `jaccard_threshold` of their slots (the MinHash estimate of their Jaccard), which
+   removes LSH's chance collisions without touching text.
+5. connected components: min-label propagation, the graph partitioned by node;
+   every round is one wave of send tasks and one of update tasks, until no label moves.
+6. decisions: a document whose component's smallest key is not itself is a near duplicate.
+
+The keep rule is "smallest key wins" in both steps, so the result does not depend
+on shard order or on how many nodes ran it. A sorted table of the decisions (only
+documents that had a duplicate) goes to the object store once and a last Ray Data
+pass marks every document with `_drop` and `dup_cluster_size`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 
 import numpy as np
 import pandas as pd
 import ray
+from ray.data.expressions import col
 
-from pipeline.curate.minhash import MinHasher, band_keys, jaccard, normalize, shingles
+from pipeline.curate.minhash import MinHasher, band_matrix, estimated_jaccard, normalize
+from pipeline.curate.shuffle import concat, first_in_group, part_of, partition, reduce, take
+
+KEEP, EXACT, NEAR = 0, 1, 2
+REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate"}
 
 
-def _text_hash(batch: pd.DataFrame) -> pd.DataFrame:
-    batch["text_hash"] = [int.from_bytes(hashlib.sha1(normalize(t).encode()).digest()[:8], "little") & ((1 << 63) - 1)
-                          for t in batch["text"]]
+def text_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(normalize(text).encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def _keys(batch: pd.DataFrame, num_perm: int, seed: int, ngram: int) -> dict:
+    """Ray Data batch function: doc_key, text_hash, text_bytes and the MinHash signature.
+    A plain task, not an actor pool: the hasher costs microseconds to build."""
+    texts = list(batch["text"])
+    return {"doc_key": batch["doc_key"].to_numpy(np.int64),
+            "text_hash": np.array([text_hash(t) for t in texts], np.int64),
+            "text_bytes": np.array([len(t.encode()) for t in texts], np.int64),
+            "sig": MinHasher(num_perm, seed, ngram).signatures(texts)}
+
+
+def _exact_drops(g: dict) -> dict:
+    """Keys (and bytes) of every document but the smallest key of each text hash."""
+    if not g:
+        return {}
+    order = np.lexsort((g["doc_key"], g["text_hash"]))
+    drop = order[~first_in_group(g["text_hash"][order])]
+    return {"doc_key": g["doc_key"][drop], "text_bytes": g["text_bytes"][drop]}
+
+
+def _survivors(keys: dict, drops: dict, bands: int, rows: int) -> tuple[dict, dict]:
+    """(doc_key, sig) of the documents exact dedup kept, and their (doc_key, bucket) band rows."""
+    if not keys:
+        return {}, {}
+    if drops:
+        keys = take(keys, ~np.isin(keys["doc_key"], drops["doc_key"]))
+    kept = {"doc_key": keys["doc_key"], "sig": keys["sig"]}
+    buckets = band_matrix(keys["sig"], bands, rows)
+    return kept, {"doc_key": np.repeat(keys["doc_key"], bands), "bucket": buckets.reshape(-1)}
+
+
+def _star_edges(g: dict) -> dict:
+    """Each bucket's documents linked to its smallest key; duplicate edges removed."""
+    if not g:
+        return {}
+    order = np.lexsort((g["doc_key"], g["bucket"]))
+    b, k = g["bucket"][order], g["doc_key"][order]
+    start = first_in_group(b)
+    head = k[np.maximum.accumulate(np.where(start, np.arange(len(k)), 0))]
+    m = k != head
+    e = np.unique(np.stack([head[m], k[m]], axis=1), axis=0) if m.any() else np.zeros((0, 2), np.int64)
+    return {"src": e[:, 0], "dst": e[:, 1]}
+
+
+def _attach(edges: dict, sigs: dict, side: str) -> dict:
+    """Edges with the signature of their `side` endpoint (a hash join on doc key)."""
+    if not edges:
+        return {}
+    order = np.argsort(sigs["doc_key"])
+    keys = sigs["doc_key"][order]
+    idx = order[np.searchsorted(keys, edges[side])]
+    return {**edges, f"sig_{side}": sigs["sig"][idx]}
+
+
+def _check(edges: dict, sigs: dict, threshold: float) -> dict:
+    if not edges:
+        return {}
+    e = _attach(edges, sigs, "dst")
+    ok = estimated_jaccard(e["sig_src"], e["sig_dst"]) >= threshold
+    return {"src": e["src"][ok], "dst": e["dst"][ok]}
+
+
+def _adjacency(g: dict) -> tuple[dict, dict]:
+    """Both directions of this part's edges, and the initial labels (every node its own)."""
+    if not g:
+        return {}, {}
+    nodes = np.unique(g["node"])
+    return g, {"node": nodes, "label": nodes.copy()}
+
+
+@ray.remote(max_retries=3)
+def _send(adj: dict, labels: dict, parts: int) -> tuple:
+    """Every node tells its neighbours its label; messages split by the receiver's part."""
+    if not adj:
+        return tuple({} for _ in range(parts)) if parts > 1 else {}
+    lab = labels["label"][np.searchsorted(labels["node"], adj["node"])]
+    msg = {"node": adj["nbr"], "label": lab}
+    if parts == 1:
+        return msg
+    p = part_of(msg["node"], parts)
+    return tuple(take(msg, p == i) for i in range(parts))
+
+
+@ray.remote(max_retries=3, num_returns=2)
+def _update(labels: dict, *msgs: dict) -> tuple[dict, int]:
+    msg = concat(msgs)
+    if not labels or not msg:
+        return labels, 0
+    new = labels["label"].copy()
+    np.minimum.at(new, np.searchsorted(labels["node"], msg["node"]), msg["label"])
+    return {"node": labels["node"], "label": new}, int((new < labels["label"]).sum())
+
+
+def connected_components(edge_refs: list, parts: int, max_iter: int) -> tuple[list, int, bool]:
+    """Refs of (node, label) frames, label = smallest node of its component; rounds; converged."""
+    both = [_both_ways.remote(e) for e in edge_refs]
+    adj, labels = map(list, zip(*reduce(_adjacency, [partition(both, "node", parts)], num_returns=2), strict=True))
+    for it in range(1, max_iter + 1):
+        sent = [_send.options(num_returns=parts).remote(a, lab, parts) for a, lab in zip(adj, labels, strict=True)]
+        if parts == 1:
+            sent = [[s] for s in sent]
+        out = [_update.remote(labels[j], *[s[j] for s in sent]) for j in range(parts)]
+        labels = [o[0] for o in out]
+        if sum(ray.get([o[1] for o in out])) == 0:
+            return labels, it, True
+    return labels, max_iter, False
+
+
+@ray.remote(max_retries=3)
+def _both_ways(e: dict) -> dict:
+    if not e:
+        return {}
+    return {"node": np.concatenate([e["src"], e["dst"]]), "nbr": np.concatenate([e["dst"], e["src"]])}
+
+
+def _clusters(g: dict) -> dict:
+    """Per node: its component's size and whether it is the one kept (label == node)."""
+    if not g:
+        return {}
+    _, inv, counts = np.unique(g["label"], return_inverse=True, return_counts=True)
+    return {"doc_key": g["node"], "size": counts[inv].astype(np.int64),
+            "code": np.where(g["node"] == g["label"], KEEP, NEAR).astype(np.int8)}
+
+
+@ray.remote
+def _count(frame: dict, col: str, value=None) -> int:
+    if not frame:
+        return 0
+    return len(frame[col]) if value is None else int((frame[col] == value).sum())
+
+
+def _total(refs: list, col: str, value=None) -> int:
+    return int(sum(ray.get([_count.remote(r, col, value) for r in refs])))
+
+
+@ray.remote
+def _decision_table(exact: list, clusters: list) -> dict:
+    """One sorted (doc_key, code, size) table of every document that had a duplicate."""
+    ex = concat([ray.get(r) for r in exact])
+    cl = concat([ray.get(r) for r in clusters])
+    t = concat([{"doc_key": ex["doc_key"], "code": np.full(len(ex["doc_key"]), EXACT, np.int8),
+                 "size": np.ones(len(ex["doc_key"]), np.int64)} if ex else {}, cl])
+    if not t:
+        return {"doc_key": np.zeros(0, np.int64), "code": np.zeros(0, np.int8), "size": np.zeros(0, np.int64)}
+    return take(t, np.argsort(t["doc_key"], kind="stable"))
+
+
+def _apply(batch: pd.DataFrame, table: list) -> pd.DataFrame:
+    t = ray.get(table[0])
+    keys = batch["doc_key"].to_numpy(np.int64)
+    idx = np.minimum(np.searchsorted(t["doc_key"], keys), max(len(t["doc_key"]) - 1, 0))
+    hit = (t["doc_key"][idx] == keys) if len(t["doc_key"]) else np.zeros(len(keys), bool)
+    code = np.where(hit, t["code"][idx] if len(t["doc_key"]) else 0, KEEP)
+    batch["dup_cluster_size"] = np.where(hit & (code != EXACT), t["size"][idx] if len(t["doc_key"]) else 1, 1)
+    batch["_drop"] = [REASONS.get(int(c), "") for c in code]
     return batch
 
 
-def _mark_exact(g: pd.DataFrame) -> pd.DataFrame:
-    g = g.sort_values("doc_key")
-    g["_drop"] = ["" if i == 0 else "exact_duplicate" for i in range(len(g))]
-    return g.drop(columns=["text_hash"])
-
-
-def exact_dedup(docs, partitions: int):
-    """Docs with a `_drop` column: "" for the first (smallest key) of each normalised text."""
-    return docs.map_batches(_text_hash, batch_format="pandas").groupby(
-        "text_hash", num_partitions=partitions).map_groups(_mark_exact, batch_format="pandas")
-
-
-class _Bander:
-    def __init__(self, bands: int, rows: int, ngram: int, seed: int):
-        self.bands, self.rows = bands, rows
-        self.hasher = MinHasher(bands * rows, seed, ngram)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        sigs = self.hasher.signatures(list(batch["text"]))
-        keys, buckets = [], []
-        for k, sig in zip(batch["doc_key"], sigs, strict=True):
-            for b in band_keys(sig, self.bands, self.rows):
-                keys.append(int(k))
-                buckets.append(b)
-        return pd.DataFrame({"doc_key": np.array(keys, np.int64), "bucket": np.array(buckets, np.int64)})
-
-
-def _star_edges(g: pd.DataFrame) -> pd.DataFrame:
-    keys = np.unique(g["doc_key"].to_numpy())
-    return pd.DataFrame({"src": np.full(max(len(keys) - 1, 0), keys[0], np.int64), "dst": keys[1:]})
-
-
-def _both_ways(b: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"node": np.concatenate([b["src"], b["dst"]]), "nbr": np.concatenate([b["dst"], b["src"]])})
-
-
-def _min_label(g: pd.DataFrame) -> pd.DataFrame:
-    own = g.loc[g["self"] == 1, "label"]
-    new = int(g["label"].min())
-    changed = int(own.empty or new < int(own.min()))
-    return pd.DataFrame({"node": [int(g["node"].iloc[0])], "label": [new], "self": [1], "changed": [changed]})
-
-
-def connected_components(edges, partitions: int, max_iter: int):
-    """(node, label) for every node in `edges` (src, dst): label = smallest node of its component."""
-    adj = edges.map_batches(_both_ways, batch_format="pandas").materialize()
-    labels = adj.map_batches(lambda b: pd.DataFrame({"node": b["node"], "label": b["node"], "self": 1}),
-                             batch_format="pandas")
-    labels = labels.groupby("node", num_partitions=partitions).map_groups(_min_label, batch_format="pandas")
-    labels = labels.drop_columns(["changed"]).materialize()
-    for it in range(1, max_iter + 1):
-        sent = adj.join(labels.drop_columns(["self"]), join_type="inner", num_partitions=partitions, on=("node",))
-        sent = sent.map_batches(lambda b: pd.DataFrame({"node": b["nbr"], "label": b["label"], "self": 0}),
-                                batch_format="pandas")
-        new = sent.union(labels).groupby("node", num_partitions=partitions).map_groups(_min_label, batch_format="pandas")
-        new = new.materialize()
-        changed = new.sum("changed") or 0
-        labels = new.drop_columns(["changed"]).materialize()
-        if changed == 0:
-            return labels.drop_columns(["self"]), it
-    return labels.drop_columns(["self"]), max_iter
-
-
-def _cluster_info(g: pd.DataFrame) -> pd.DataFrame:
-    lab = int(g["label"].iloc[0])
-    return pd.DataFrame({"doc_key": g["node"].astype(np.int64), "dup_cluster_size": len(g),
-                         "_near": ["" if int(n) == lab else "near_duplicate" for n in g["node"]]})
-
-
-def _jaccard_filter(ngram: int, threshold: float):
-    def fn(b: pd.DataFrame) -> pd.DataFrame:
-        keep = [jaccard(shingles(x, ngram), shingles(y, ngram)) >= threshold for x, y in zip(b["text_src"], b["text_dst"], strict=True)]
-        return b.loc[keep, ["src", "dst"]]
-    return fn
-
-
-def _finish(b: pd.DataFrame) -> pd.DataFrame:
-    b["dup_cluster_size"] = b["dup_cluster_size"].fillna(1).astype(np.int64)
-    b["_drop"] = b["_near"].fillna("")
-    return b.drop(columns=["_near"])
-
-
-def near_dedup(docs, cfg) -> tuple[object, dict]:
-    """Docs (materialized) with `dup_cluster_size` and `_drop` ("" or "near_duplicate"), plus figures."""
-    p = cfg.shuffle_partitions
-    bander = _Bander(cfg.minhash_bands, cfg.minhash_rows, cfg.minhash_ngram, cfg.minhash_seed)
-    buckets = docs.select_columns(["doc_key", "text"]).map_batches(bander, batch_format="pandas")
-    edges = buckets.groupby("bucket", num_partitions=p).map_groups(_star_edges, batch_format="pandas").materialize()
-    figures = {"candidate_edges": edges.count()}
-    if figures["candidate_edges"] and cfg.jaccard_check:
-        texts = docs.select_columns(["doc_key", "text"])
-        edges = edges.join(texts.rename_columns({"doc_key": "src", "text": "text_src"}), "inner", p, on=("src",))
-        edges = edges.join(texts.rename_columns({"doc_key": "dst", "text": "text_dst"}), "inner", p, on=("dst",))
-        edges = edges.map_batches(_jaccard_filter(cfg.minhash_ngram, cfg.jaccard_threshold),
-                                  batch_format="pandas").materialize()
-        figures["edges_after_jaccard"] = edges.count()
-    if not edges.count():
-        out = docs.map_batches(lambda b: b.assign(dup_cluster_size=np.int64(1), _drop=""), batch_format="pandas")
-        return out.materialize(), {**figures, "cc_iterations": 0, "clusters": 0}
-    labels, iters = connected_components(edges, p, cfg.max_cc_iterations)
-    info = labels.groupby("label", num_partitions=p).map_groups(_cluster_info, batch_format="pandas").materialize()
-    figures.update(cc_iterations=iters, clusters=info.filter(lambda r: r["_near"] == "").count())
-    out = docs.join(info, join_type="left_outer", num_partitions=p, on=("doc_key",))
-    return out.map_batches(_finish, batch_format="pandas").materialize(), figures
+def dedup(docs, cfg) -> tuple[object, dict]:
+    """`docs` (a Ray Dataset with doc_key, text) marked with `_drop` ("", exact_duplicate,
+    near_duplicate) and `dup_cluster_size`, materialized; plus the figures of the run."""
+    p, bands, rows = cfg.shuffle_partitions, cfg.minhash_bands, cfg.minhash_rows
+    t0 = time.perf_counter()
+    keys = docs.select_columns(["doc_key", "text"]).map_batches(
+        _keys, fn_kwargs=dict(num_perm=bands * rows, seed=cfg.minhash_seed, ngram=cfg.minhash_ngram),
+        batch_format="pandas").materialize().to_numpy_refs()
+    exact = reduce(_exact_drops, [partition(keys, "text_hash", p)]) if cfg.exact_dedup else []
+    ray.wait(exact, num_returns=len(exact))
+    t1 = time.perf_counter()
+    by_key = partition(keys, "doc_key", p)
+    parted_exact = partition(exact, "doc_key", p) if exact else [[] for _ in range(p)]
+    kept, band_rows = map(list, zip(*reduce(_survivors, [by_key, parted_exact], bands, rows, num_returns=2),
+                                    strict=True))
+    edges = reduce(_star_edges, [partition(band_rows, "bucket", p)])
+    figures = {"candidate_edges": _total(edges, "src")}
+    if cfg.jaccard_check and figures["candidate_edges"]:
+        sig_parts = partition(kept, "doc_key", p)
+        with_src = reduce(_attach, [partition(edges, "src", p), sig_parts], "src")
+        edges = reduce(_check, [partition(with_src, "dst", p), sig_parts], cfg.jaccard_threshold)
+        figures["edges_after_jaccard"] = _total(edges, "src")
+    clusters, figures["cc_iterations"], figures["cc_converged"] = [], 0, True
+    if figures.get("edges_after_jaccard", figures["candidate_edges"]):
+        labels, figures["cc_iterations"], figures["cc_converged"] = connected_components(
+            edges, p, cfg.max_cc_iterations)
+        clusters = reduce(_clusters, [partition(labels, "label", p)])
+    table = _decision_table.remote(exact, clusters)
+    figures["clusters"] = _total(clusters, "code", KEEP)
+    out = docs.map_batches(_apply, fn_kwargs={"table": [table]}, batch_format="pandas").materialize()
+    # The signature pass serves both steps; it is counted in exact dedup's time.
+    figures.update(exact_seconds=round(t1 - t0, 3), near_seconds=round(time.perf_counter() - t1, 3))
+    return out, figures
 
 
 def run_dedup_standalone(texts: list[str], cfg) -> list[int]:
     """Indices of `texts` that survive exact + near dedup (used by the benchmark and tests)."""
     docs = ray.data.from_items([{"doc_key": i, "text": t, "id": str(i)} for i, t in enumerate(texts)],
                                override_num_blocks=max(2, cfg.shuffle_partitions))
-    if cfg.exact_dedup:
-        docs = exact_dedup(docs, cfg.shuffle_partitions).filter(lambda r: r["_drop"] == "").drop_columns(["_drop"])
-    out, _ = near_dedup(docs.materialize(), cfg)
-    return sorted(int(r["doc_key"]) for r in out.filter(lambda r: r["_drop"] == "").select_columns(["doc_key"]).take_all())
+    out, _ = dedup(docs, cfg)
+    kept = out.filter(expr=col("_drop") == "").select_columns(["doc_key"])
+    return sorted(int(r["doc_key"]) for r in kept.take_all())

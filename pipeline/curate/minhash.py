@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import struct
 import unicodedata
 
 import numpy as np
@@ -85,13 +84,22 @@ class MinHasher:
         return out
 
 
-def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[int]:
-    """One int64 bucket key per band: (band index, band values) hashed, as in datatrove's buckets."""
-    keys = []
-    for b in range(bands):
-        h = hashlib.blake2b(struct.pack("<I", b) + sig[b * rows:(b + 1) * rows].tobytes(), digest_size=8).digest()
-        keys.append(int.from_bytes(h, "little") & ((1 << 63) - 1))
-    return keys
+def band_matrix(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(docs, bands) int64 bucket keys: each band's rows folded with a 64-bit multiply-xor
+    hash seeded by the band index, so equal bands in different positions never collide."""
+    sigs = np.asarray(sigs, dtype=np.uint64).reshape(len(sigs), bands, rows)
+    h = np.broadcast_to(np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1),
+                        (len(sigs), bands)).copy()
+    for r in range(rows):
+        h ^= sigs[:, :, r]
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+    return (h & np.uint64((1 << 63) - 1)).astype(np.int64)
+
+
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise share of equal MinHash slots: an unbiased estimate of the pairs' Jaccard."""
+    return (np.asarray(a) == np.asarray(b)).mean(axis=-1)
 
 
 def jaccard(a: set, b: set) -> float:

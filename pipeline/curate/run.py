@@ -142,50 +142,58 @@ def run_phase1(cfg: CurateConfig, rd: RunDir, shards: list[dict]) -> list[str]:
 
     pending = [s for s in shards if not rd.exists(f"curated/_shards/{s['name']}.json")]
     if pending:
-        remote = {"max_retries": 3, **cfg.ray_remote_args}
+        # Ray tasks retry 3 times by default (a lost node included); named arguments
+        # avoid Ray Data's deprecated **ray_remote_args path for the common keys.
+        remote = dict(cfg.ray_remote_args)
         ds = ray.data.from_items(pending, override_num_blocks=len(pending))
         ds.map_batches(_process_shards, batch_size=1, fn_kwargs={"cfg_dict": dataclasses.asdict(cfg), "root": rd.root},
                        num_cpus=cfg.num_cpus_per_task, **remote).materialize()
     return [s["name"] for s in pending]
 
 
-def _reason_counts(ds, col: str = "_drop") -> Counter:
-    rows = ds.filter(lambda r: r[col] != "").groupby(col).count().take_all()
-    return Counter({r[col]: r["count()"] for r in rows})
+def _tally(batch):
+    return batch.groupby("_drop", as_index=False).agg(docs=("_drop", "size"), bytes=("text_bytes", "sum"))
+
+
+def _dedup_stats(cfg: CurateConfig, marked, figures: dict) -> dict:
+    """stats.json entries of exact and near dedup, from one pass over the marked documents."""
+    rows = marked.select_columns(["_drop", "text_bytes"]).map_batches(_tally, batch_format="pandas").to_pandas()
+    by = rows.groupby("_drop")[["docs", "bytes"]].sum()
+    docs = {r: int(by["docs"].get(r, 0)) for r in ("", "exact_duplicate", "near_duplicate")}
+    size = {r: int(by["bytes"].get(r, 0)) for r in docs}
+    stats, n_in, b_in = {}, sum(docs.values()), sum(size.values())
+    for name, reason in (("exact_dedup", "exact_duplicate"), ("near_dedup", "near_duplicate")):
+        if name == "exact_dedup" and not cfg.exact_dedup:
+            continue
+        s = new_stats()
+        s.update(docs_in=n_in, bytes_in=b_in, docs_out=n_in - docs[reason], bytes_out=b_in - size[reason],
+                 dropped=Counter({reason: docs[reason]} if docs[reason] else {}),
+                 seconds=figures.pop("exact_seconds") if name == "exact_dedup" else figures.pop("near_seconds"))
+        if name == "near_dedup":
+            s.update(figures)
+        stats[name] = s
+        n_in, b_in = s["docs_out"], s["bytes_out"]
+    return stats
 
 
 def run_phase2(cfg: CurateConfig, rd: RunDir, shards: list[dict]) -> tuple[dict, list[str]]:
     import ray
     from ray.data import ActorPoolStrategy
+    from ray.data.expressions import col
 
-    from pipeline.curate.dedup import exact_dedup, near_dedup
+    from pipeline.curate.dedup import dedup
     from pipeline.curate.pii import PIIRedactor
 
-    stats: dict = {}
     paths = [rd.path(f"curated/_shards/{s['name']}.parquet") for s in shards]
     docs = ray.data.read_parquet(paths, override_num_blocks=max(2, cfg.shuffle_partitions)).materialize()
+    stats: dict = {}
     rejected = []
-
-    def account(name, ds_in, ds_marked, t0, extra=None):
-        n_in = ds_in.count()
-        drops = _reason_counts(ds_marked)
-        s = new_stats()
-        s.update(docs_in=n_in, docs_out=n_in - sum(drops.values()), dropped=drops, seconds=time.time() - t0,
-                 bytes_in=ds_in.sum("text_bytes") if n_in else 0, **(extra or {}))
-        stats[name] = s
-        if cfg.keep_rejects and drops:
-            rejected.append(ds_marked.filter(lambda r: r["_drop"] != ""))
-        kept = ds_marked.filter(lambda r: r["_drop"] == "").drop_columns(["_drop"]).materialize()
-        s["bytes_out"] = kept.sum("text_bytes") if s["docs_out"] else 0
-        return kept
-
-    if docs.count() and cfg.exact_dedup:
-        t0 = time.time()
-        docs = account("exact_dedup", docs, exact_dedup(docs, cfg.shuffle_partitions).materialize(), t0)
     if docs.count():
-        t0 = time.time()
-        marked, figs = near_dedup(docs, cfg)
-        docs = account("near_dedup", docs, marked, t0, figs)
+        marked, figures = dedup(docs, cfg)
+        stats.update(_dedup_stats(cfg, marked, figures))
+        if cfg.keep_rejects:
+            rejected.append(marked.filter(expr=col("_drop") != ""))
+        docs = marked.filter(expr=col("_drop") == "").drop_columns(["_drop"]).materialize()
     else:
         docs = docs.map_batches(lambda b: b.assign(dup_cluster_size=1), batch_format="pandas")
     t0 = time.time()
