@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 from test_acquire_server import FixtureServer, Route
 
-from pipeline.acquire.crawler import crawl_seeds
 from pipeline.acquire.democrawl import generate_pages, write_demo_crawl
 
 
@@ -33,12 +32,13 @@ def test_crawl_and_cc_inputs_through_curate(ray_local, run_dir, tmp_path, capsys
     with FixtureServer(routes) as srv:
         seeds = tmp_path / "seeds.txt"
         seeds.write_text(srv.url + "\n")
-        crawled = crawl_seeds(seeds, run_dir, {"per_host_delay_s": 0.0, "max_depth": 5})
-        assert len(crawled) == 1
-        argv = ["curate", "--config", "tiny", "--input", f"cc://CC-MAIN-TEST?segments=1,{run_dir}/crawl/",
-                "--set", f"cc_base_url={srv.url}", "--set", "fetch_backoff_s=0.01", "--run-dir", str(run_dir)]
+        # The seeds file goes straight to curate, which crawls it into RUN/crawl/ first.
+        argv = ["curate", "--config", "tiny", "--input", f"cc://CC-MAIN-TEST?segments=1,{seeds}",
+                "--set", f"cc_base_url={srv.url}", "--set", "fetch_backoff_s=0.01", "--run-dir", str(run_dir),
+                "--set", 'crawl={"per_host_delay_s": 0.0, "max_depth": 5}']
         assert main(argv) == 0, capsys.readouterr().err
         assert len(srv.hits("/" + cc_path)) == 2  # cut mid-stream once, resumed
+        assert len(list((run_dir / "crawl").glob("*.warc.gz"))) == 1
     table = pq.ParquetDataset(sorted(str(p) for p in (run_dir / "curated").glob("*.parquet"))).read().to_pydict()
     urls = set(table["url"])
     assert {u for u in urls if u.startswith(srv.url)} == {srv.url.rstrip("/") + "/"} | {

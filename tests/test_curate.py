@@ -62,6 +62,8 @@ def test_bad_config_names_field():
         CurateConfig(lang_threshold=2)
     with pytest.raises(ValueError, match="minhash_bands"):
         CurateConfig(minhash_bands=0)
+    with pytest.raises(ValueError, match="crawl: unknown crawler field 'max_pagez'"):
+        CurateConfig(crawl={"max_pagez": 3})
 
 
 def test_jaccard_of_shingles():

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
 
 @dataclass(kw_only=True)
@@ -19,6 +19,8 @@ class CurateConfig:
     """Input files per shard: the unit of work, commit and resume."""
     keep_rejects: bool = False
     """Write dropped documents aside to RUN/curated/rejects/ with their reason."""
+    crawl: dict[str, Any] = field(default_factory=dict)
+    """Crawler settings for a seeds-file input (`d2d crawl --help` fields), as JSON: e.g. `--set 'crawl={"max_pages": 500, "max_depth": 3}'`."""
     ray_remote_args: dict = field(default_factory=dict)
     """Extra Ray remote args for the per-shard filter tasks (e.g. {"resources": {"worker": 1}})."""
     num_cpus_per_task: float = 1.0
@@ -144,6 +146,13 @@ class CurateConfig:
             raise ValueError("num_cpus_per_task must be positive")
         if self.fetch_retries < 0 or self.fetch_backoff_s < 0:
             raise ValueError("fetch_retries and fetch_backoff_s must not be negative")
+        if self.crawl:
+            from pipeline.acquire.crawler import CrawlConfig
+
+            known = {f.name for f in fields(CrawlConfig)} - {"seeds", "run_dir"}
+            for key in self.crawl:
+                if key not in known:
+                    raise ValueError(f"crawl: unknown crawler field {key!r}; known: {', '.join(sorted(known))}")
         if not self.languages:
             raise ValueError("languages: name at least one language")
 

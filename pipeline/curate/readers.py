@@ -69,28 +69,28 @@ def demo_crawl(spec: str, run_dir: str) -> list[str]:
     return files
 
 
-def seed_crawl(spec: str, run_dir: str) -> list[str]:
+def seed_crawl(spec: str, run_dir: str, crawl: dict | None = None) -> list[str]:
     """WARCs from crawling the seed URLs listed in `spec` (a .txt file or seeds://path) into RUN/crawl/."""
     from pipeline.acquire.crawler import crawl_seeds
 
     path = spec.removeprefix("seeds://")
     if not os.path.isfile(path):
         raise StageError(f"seeds file {path!r} does not exist")
-    files = crawl_seeds(path, run_dir, None)
+    files = crawl_seeds(path, run_dir, crawl)
     if not files:
         raise StageError(f"crawling the seeds in {path!r} produced no WARC files")
     return sorted(files)
 
 
 def expand_inputs(inputs: list[str], cc_base_url: str = "", retries: int = 3, backoff_s: float = 1.0,
-                  run_dir: str = "runs/default") -> list[str]:
+                  run_dir: str = "runs/default", crawl: dict | None = None) -> list[str]:
     """Every input file, in a stable order. StageError when an input names nothing."""
     files: list[str] = []
     for spec in inputs:
         if spec.lower().startswith("demo://"):
             files += demo_crawl(spec, run_dir)
         elif spec.lower().startswith("seeds://") or (spec.lower().endswith(".txt") and "://" not in spec):
-            files += seed_crawl(spec, run_dir)
+            files += seed_crawl(spec, run_dir, crawl)
         elif spec.lower().startswith("cc://"):
             from pipeline.acquire.commoncrawl import resolve_cc
 

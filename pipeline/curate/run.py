@@ -40,7 +40,7 @@ SHARD_SCHEMA = pa.schema([
 REJECT_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("step", pa.string()),
                            ("reason", pa.string()), ("text", pa.string())])
 #: Fields that change how work is spread, not what comes out: left out of the fingerprint.
-_NO_FP = {"run_dir", "ray_remote_args", "num_cpus_per_task", "pii_actors", "pii_batch_size", "fetch_retries",
+_NO_FP = {"run_dir", "ray_remote_args", "crawl", "num_cpus_per_task", "pii_actors", "pii_batch_size", "fetch_retries",
           "fetch_backoff_s", "shuffle_partitions", "keep_rejects"}
 
 
@@ -237,7 +237,8 @@ def run(cfg: CurateConfig) -> dict:
         raise StageError("no --input given: name WARC/WET/ARC, JSONL or parquet files, globs, dirs or URIs")
     rd = RunDir(cfg.run_dir)
     t0 = time.time()
-    files = expand_inputs(cfg.inputs(), cfg.cc_base_url, cfg.fetch_retries, cfg.fetch_backoff_s, cfg.run_dir)
+    files = expand_inputs(cfg.inputs(), cfg.cc_base_url, cfg.fetch_retries, cfg.fetch_backoff_s, cfg.run_dir,
+                          cfg.crawl)
     shards = plan_shards(cfg, files)
     names = [s["name"] for s in shards]
     done = rd.read_json("curated/manifest.json") if rd.exists("curated/manifest.json") else {}
