@@ -43,14 +43,10 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         # Stages register here, in lifecycle order, once they work end to end.
-        Stage("curate", "crawl files -> filtered, deduplicated, PII-free parquet (Ray Data)",
-              "pipeline.curate.config:CurateConfig", "pipeline.curate.run:run", needs_ray=True),
         Stage("crawl", "polite crawler on Ray: seeds file -> WARC files + fetch log (RUN/crawl)",
               "pipeline.acquire.crawler:CrawlConfig", "pipeline.acquire.crawler:run"),
-        Stage("report", "write the run's report card RUN/report.md with plots, from its metrics files",
-              "pipeline.report:ReportConfig", "pipeline.report:run", needs_ray=False),
-        Stage("run", "run a whole lifecycle recipe, skipping finished stages (`d2d run --config demo`)",
-              "cluster.recipe:RunConfig", "cluster.recipe:run", config_field="recipe"),
+        Stage("curate", "crawl files -> filtered, deduplicated, PII-free parquet (Ray Data)",
+              "pipeline.curate.config:CurateConfig", "pipeline.curate.run:run", needs_ray=True),
         Stage("tokenizer", "train the byte-level BPE tokenizer with ChatML tokens (RUN/tokenizer)",
               "pipeline.tokenizer:TokenizerConfig", "pipeline.tokenizer:run", needs_ray=False),
         Stage("tokenize", "tokenize and pack curated text into fixed-length shards on Ray Data (RUN/tokens)",
@@ -80,6 +76,10 @@ STAGES: dict[str, Stage] = {
               positionals=("action", "text")),
         Stage("serve", "serve a chat model on Ray Serve: OpenAI API + SSE, guardrails, web page (foreground)",
               "serving.config:ServeConfig", "serving.serve_cli:run", needs_ray=True),
+        Stage("report", "write the run's report card RUN/report.md with plots, from its metrics files",
+              "pipeline.report:ReportConfig", "pipeline.report:run", needs_ray=False),
+        Stage("run", "run a whole lifecycle recipe, skipping finished stages (`d2d run --config demo`)",
+              "cluster.recipe:RunConfig", "cluster.recipe:run", config_field="recipe"),
         Stage("bench", "run a stage's benchmark and print its figures (`d2d bench all`)",
               "cluster.bench:BenchConfig", "cluster.bench:run",
               positionals=("target",)),
