@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from guardrails.base import Guard, GuardConfig, ScanContext, Verdict, decide
-from guardrails.injection import windows
+from guardrails.injection import chunks
 from guardrails.normalize import normalize
 
 CATEGORIES = ("weapons", "cyber", "self_harm", "violence", "fraud", "drugs", "hate",
@@ -51,13 +51,12 @@ class HarmfulGuard(Guard):
     def scan(self, text: str, context: ScanContext | None = None) -> Verdict:
         c: HarmfulConfig = self.config
         norm = normalize(text)
-        chunks = [w for t in norm.all_texts for w in windows(t, c.window_chars) if w.strip()]
-        if not chunks:
+        parts = chunks(norm.all_texts, c.window_chars)
+        if not parts:
             return Verdict(self.name, True, text)
-        scores = self.model.score(chunks)
+        scores, cats = self.model.predict(parts)
         best = int(scores.argmax())
-        category = self.model.categories([chunks[best]])[0]
-        score = float(scores[best])
+        category, score = cats[best], float(scores[best])
         if category not in c.categories:
             return Verdict(self.name, True, text, score=score,
                            reasons=[f"harmful: {category} (not a blocked category)"])

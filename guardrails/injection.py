@@ -42,6 +42,20 @@ SIGNALS: list[tuple[str, float, re.Pattern]] = [
         rf"first|confidential)\s+{_SECRET_THING}|system\s*prompt)")),
     ("system prompt extraction", 0.8, re.compile(r"\b(?:repeat|print|output|show|return)\b[\w\s]{0,20}\b(?:text|words|everything|conversation)\s+(?:above|before this|so far)\b")),
     ("system prompt extraction", 0.7, re.compile(r"\b(?:my|your) (?:system prompt|initial instructions|instructions) (?:is|are|say)\s*:")),
+    # completion priming ("Complete this sentence: 'I was instructed to'"), asking for what is
+    # withheld, reading the prompt out through code or as a boot/initialisation string
+    ("system prompt extraction", 0.8, re.compile(
+        r"\b(?:complete|continue|finish)\b[^.\n]{0,30}[\"'“:]\s*(?:i was|you were|i am|you are|my|your) "
+        r"(?:instructed|told|programmed|designed|initial|instructions|system|prompt|rules|not allowed)")),
+    ("system prompt extraction", 0.7, re.compile(
+        r"\bwhat (?:are|were|is) (?:you|it) (?:not supposed|forbidden|not allowed|told not|instructed not)"
+        r" to (?:tell|say|reveal|share|disclose|discuss|talk about)")),
+    ("system prompt extraction", 0.8, re.compile(
+        r"\b(?:console\.log|print|echo|printf|puts|alert|return|cat)\s*\(?\s*[\w.$]*?"
+        r"(?:system_?prompt|sys_?prompt|initial_?prompt|hidden_?prompt|pre_?prompt|system_?message)\b")),
+    ("system prompt extraction", 0.8, re.compile(
+        r"\b(?:output|print|show|reveal|repeat|display|return|dump)\b[\w\s]{0,20}?\b(?:initiali[sz]ation|"
+        r"init|boot|startup|pre-?prompt|preamble|seed)\s+(?:string|text|prompt|message|instructions|sequence)")),
     ("special-token injection", 0.95, re.compile(
         r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id|"
         r"begin_of_text|end|im_sep)\|>|\[/?inst\]|<</?sys>>|<start_of_turn>|<end_of_turn>|</?system>|"
@@ -95,6 +109,11 @@ def windows(text: str, size: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text) - size // 3, step)]
 
 
+def chunks(texts: list[str], size: int) -> list[str]:
+    """The distinct non-blank windows of all readings (a variant repeats most of the text)."""
+    return list(dict.fromkeys(w for t in texts for w in windows(t, size) if w.strip()))
+
+
 class InjectionGuard(Guard):
     name = "injection"
     kind = "input"
@@ -119,8 +138,8 @@ class InjectionGuard(Guard):
         score = 1.0 - miss
         reasons = [f"injection: {name}" for name in hits]
         if c.use_classifier:
-            chunks = [w for t in norm.all_texts for w in windows(t, c.window_chars) if w.strip()]
-            clf = float(self.model.score(chunks).max()) if chunks else 0.0
+            parts = chunks(norm.all_texts, c.window_chars)
+            clf = float(self.model.score(parts).max()) if parts else 0.0
             if clf >= c.threshold:
                 reasons.append(f"injection: classifier {clf:.2f}")
             score = max(score, clf)

@@ -39,6 +39,11 @@ WORDISH = re.compile(r"\S+")
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
                       "$": "s", "!": "i", "|": "l", "+": "t"})
 LEET_WORD = re.compile(r"\b(?=[\w@$!|+]*[a-zA-Z])(?=[\w@$!|+]*[0-9@$|+])[\w@$!|+]{3,20}\b")
+# Digits in ordinary words are not leetspeak: ordinals and units (14th, 10am, 2fa, 4k) and
+# names with a version number (gpt4, mp3, ipv6). Reading them as leet would only add a
+# variant for the detectors to score, at the cost of latency.
+NOT_LEET = re.compile(r"(?i)\d+(?:st|nd|rd|th|am|pm|[kmbgdxspv]|[kmgt]b|fa|px|ms|kg|km|cm|mm|g?hz|fps)|[a-z]+\d+")
+EMAIL_TAIL = re.compile(r"\.[A-Za-z]{2,}")
 SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_*]){3,}[A-Za-z]\b")
 B64 = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{16,}={0,2}(?![A-Za-z0-9+/=_\-])")
 HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[\s:]?){8,}(?![0-9A-Fa-f])")
@@ -111,6 +116,12 @@ def _decode_payloads(text: str) -> list[str]:
     return out
 
 
+def _not_leet(m: re.Match) -> bool:
+    word = m.group(0)
+    # the "@" of an e-mail address (name@example.com) is no "a"
+    return bool(NOT_LEET.fullmatch(word) or ("@" in word and EMAIL_TAIL.match(m.string, m.end())))
+
+
 @lru_cache(maxsize=512)
 def normalize(text: str) -> Normalized:
     signals = []
@@ -129,7 +140,7 @@ def normalize(text: str) -> Normalized:
     if hidden:
         signals.append("hidden text in Unicode tag characters decoded")
         variants.append(hidden)
-    leet = LEET_WORD.sub(lambda m: m.group(0).translate(LEET), canon)
+    leet = LEET_WORD.sub(lambda m: m.group(0) if _not_leet(m) else m.group(0).translate(LEET), canon)
     if leet != canon:
         variants.append(leet)
     payloads = _decode_payloads(canon)

