@@ -61,13 +61,13 @@ class ServeConfig:
 
     # --- generation and batching
     dynamic_batching: bool = True
-    """Batch concurrent non-streaming requests into one forward pass (`@serve.batch`)."""
+    """Continuous batching: concurrent requests (streaming or not) join the running batch at the next decode step and share its forward passes; false = one request at a time."""
     max_batch_size: int = 16
-    """Most requests in one batch."""
+    """Most requests decoded together in one LLM replica; more wait for a row to finish."""
     batch_wait_timeout_s: float = 0.01
-    """How long a batch waits to fill before it runs."""
+    """When the model is idle, how long the first request waits for others to share its prefill (later arrivals join the running batch anyway)."""
     torch_threads: int = 0
-    """Intra-op threads of the LLM replica; 0 = leave torch's default."""
+    """Intra-op threads of the LLM replica; 0 = Ray's default, OMP_NUM_THREADS = the replica's whole CPUs (at least 1)."""
     device: str = "auto"
     """`auto` (cuda when the replica has a GPU, else cpu), `cpu` or `cuda`."""
 

@@ -1,21 +1,28 @@
-"""KV-cache text generation for a batch of chat requests, each with its own sampling settings.
+"""KV-cache text generation with continuous batching: each row keeps its own sampling settings.
 
     gen = ChatGenerator.load("runs/demo/sft")
-    [out] = gen.generate([gen.encode([{"role": "user", "content": "hi"}])], [Sampling(max_tokens=16)])
+    [row] = gen.generate([gen.encode([{"role": "user", "content": "hi"}])], [Sampling(max_tokens=16)])
 
 Pure torch + transformers (no Ray), so the LLM deployment stays thin and this is
-testable alone. One `Decode` holds a left-padded batch and its KV cache; each
-`step()` samples one token per row with that row's temperature, top-p, top-k and
-seed, so requests with different settings share a forward pass. Stop strings are
-matched on the decoded text, and a stream never shows text that may turn out to
-be the start of a stop string.
+testable alone. A `Decode` is a left-padded batch: token ids, attention mask,
+per-row position ids and the KV cache. `step()` is one forward pass for every row
+and one batched sampling call (temperature, top-k and top-p as per-row tensors;
+a seeded row draws its random number from its own generator, so its reply does
+not depend on its batch mates). After each step finished rows leave the batch and
+cache columns no row attends to are trimmed; between steps `merge()` joins a
+freshly prefilled batch, left-padding the shorter cache, so new requests need not
+wait for the running ones (continuous batching). Stop strings are matched on the
+decoded text, and a stream never shows text that may turn out to be the start of
+a stop string.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 
 class RequestError(ValueError):
@@ -60,24 +67,45 @@ def stop_split(text: str, stops: list[str]) -> tuple[int, bool]:
     return safe, False
 
 
-def sample(logits: torch.Tensor, s: Sampling, gen: torch.Generator | None) -> int:
-    """One token id from a row of logits under `s`."""
-    if s.temperature <= 0:
-        return int(torch.argmax(logits))
-    logits = logits.float() / s.temperature
-    if 0 < s.top_k < logits.numel():
-        kth = torch.topk(logits, s.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if s.top_p < 1.0:
-        sorted_p, idx = torch.sort(probs, descending=True)
-        drop = torch.cumsum(sorted_p, 0) - sorted_p > s.top_p
-        sorted_p[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, idx, sorted_p)
-    return int(torch.multinomial(probs, 1, generator=gen))
+def sample_rows(logits: torch.Tensor, samplings: list[Sampling], gens: list[torch.Generator | None]) -> list[int]:
+    """One token id per row of `logits` [rows, vocab], each row under its own settings, in batched ops.
+
+    Inverse-CDF sampling: row i's uniform number comes from `gens[i]` (or torch's
+    global generator when None), everything else is one tensor op for all rows.
+    """
+    n, vocab = logits.shape
+    best = torch.argmax(logits, dim=-1)
+    temps = torch.tensor([s.temperature for s in samplings])
+    greedy = temps <= 0
+    if bool(greedy.all()):
+        return best.tolist()
+    x = logits.float() / torch.where(greedy, 1.0, temps)[:, None]
+    ks = torch.tensor([s.top_k if 0 < s.top_k < vocab else vocab for s in samplings])
+    ps = torch.tensor([s.top_p for s in samplings])
+    order = None
+    if bool((ks < vocab).any() or (ps < 1.0).any()):
+        # Sort only when some row cuts: top-k, then top-p on the renormalised rest.
+        x, order = torch.sort(x, dim=-1, descending=True)
+        x = x.masked_fill(torch.arange(vocab)[None, :] >= ks[:, None], float("-inf"))
+        probs = torch.softmax(x, dim=-1)
+        probs = probs.masked_fill(torch.cumsum(probs, -1) - probs > ps[:, None], 0.0)
+    else:
+        probs = torch.softmax(x, dim=-1)
+    u = torch.rand(n)
+    for i, g in enumerate(gens):
+        if g is not None:
+            u[i] = torch.rand(1, generator=g)[0]
+    cdf = torch.cumsum(probs, dim=-1)
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
+    # Rounding can put u at the very top of the CDF: fall back to the most likely token.
+    if order is not None:
+        idx = order.gather(1, idx.clamp(max=vocab - 1)[:, None])[:, 0].where(idx < vocab, order[:, 0])
+    else:
+        idx = idx.where(idx < vocab, best)
+    return torch.where(greedy, best, idx).tolist()
 
 
-@dataclass
+@dataclass(eq=False)
 class Row:
     sampling: Sampling
     prompt_len: int
@@ -86,6 +114,12 @@ class Row:
     """Final text so far (stop strings cut, held-back tail excluded)."""
     finish_reason: str | None = None
     gen: torch.Generator | None = None
+    cancelled: bool = False
+    """Set by the caller (client gone): the row leaves the batch at the next step."""
+
+    @property
+    def live(self) -> bool:
+        return not (self.finish_reason or self.cancelled)
 
 
 class ChatGenerator:
@@ -97,6 +131,8 @@ class ChatGenerator:
             raise ValueError("model: the tokenizer has no chat template; serve an SFT model folder")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.eos_ids = self._eos_ids()
+        # Prefill needs the last position's logits only, not [rows, prompt, vocab].
+        self._fwd_extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
     @classmethod
     def load(cls, folder: str, context_length: int = 0, device: str = "auto", dtype: str = "auto"):
@@ -137,13 +173,28 @@ class ChatGenerator:
 
     def generate(self, prompts: list[list[int]], samplings: list[Sampling]) -> list[Row]:
         d = self.start(prompts, samplings)
+        rows = list(d.rows)
         while not d.done:
             d.step()
-        return d.rows
+        return rows
+
+
+def _cache_layers(cache) -> list | None:
+    """The cache's per-layer key/value holders when they can be sliced and padded, else None."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers):
+        return None
+    return layers
 
 
 class Decode:
-    """One batch being generated: the KV cache and each row's progress."""
+    """A batch being generated: the rows still running, their KV cache and the next step's inputs.
+
+    Invariant between steps: `mask` is [rows, cache length + 1] (the extra column is
+    `_input`, the token each row sampled last and the model has not seen yet).
+    """
 
     def __init__(self, g: ChatGenerator, prompts: list[list[int]], samplings: list[Sampling]):
         self.g = g
@@ -158,33 +209,85 @@ class Decode:
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
         self.mask = mask.to(g.device)
-        self.pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self._pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self._input = ids.to(g.device)
         self.cache = None
-        self._next_input = ids.to(g.device)
-        self.done = False
+
+    @property
+    def done(self) -> bool:
+        return not any(r.live for r in self.rows)
+
+    @property
+    def mergeable(self) -> bool:
+        """Whether other batches can join this one (a plain dynamic KV cache, already prefilled)."""
+        return self.cache is not None and _cache_layers(self.cache) is not None
 
     @torch.inference_mode()
     def step(self) -> list[str]:
-        """Run one forward pass, sample a token for every unfinished row; return each row's new final text."""
-        out = self.g.model(input_ids=self._next_input, attention_mask=self.mask,
-                           position_ids=self.pos, past_key_values=self.cache, use_cache=True)
+        """One forward pass and one token for every running row; return each row's new final text.
+
+        The returned list lines up with `rows` as they were before the call; rows
+        that finished (or were cancelled) are gone from `rows` afterwards.
+        """
+        out = self.g.model(input_ids=self._input, attention_mask=self.mask, position_ids=self._pos,
+                           past_key_values=self.cache, use_cache=True, **self.g._fwd_extra)
         self.cache = out.past_key_values
-        logits = out.logits[:, -1, :].cpu()
-        nxt, deltas = [], []
-        for i, r in enumerate(self.rows):
-            if r.finish_reason:
-                nxt.append(self.g.pad_id)
-                deltas.append("")
-                continue
-            tok = sample(logits[i], r.sampling, r.gen)
-            nxt.append(tok)
-            deltas.append(self._advance(r, tok))
-        self.done = all(r.finish_reason for r in self.rows)
-        live = torch.tensor([0 if r.finish_reason else 1 for r in self.rows], device=self.mask.device)
-        self.mask = torch.cat([self.mask, live[:, None]], dim=1)
-        self.pos = self.pos[:, -1:] + 1
-        self._next_input = torch.tensor(nxt, device=self.mask.device)[:, None]
+        toks = sample_rows(out.logits[:, -1, :].cpu(), [r.sampling for r in self.rows], [r.gen for r in self.rows])
+        deltas = [self._advance(r, t) if r.live else "" for r, t in zip(self.rows, toks, strict=True)]
+        keep = [i for i, r in enumerate(self.rows) if r.live]
+        dev = self.mask.device
+        if len(keep) < len(self.rows):
+            self._select(keep)
+            toks = [toks[i] for i in keep]
+        self._input = torch.tensor(toks, dtype=torch.long, device=dev)[:, None]
+        self._pos = self._pos[:, -1:] + 1
+        self.mask = torch.cat([self.mask, torch.ones(len(keep), 1, dtype=self.mask.dtype, device=dev)], dim=1)
+        self._trim()
         return deltas
+
+    def _select(self, keep: list[int]):
+        """Drop every row not in `keep` from the batch and its cache."""
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache = None
+            self.mask, self._pos = self.mask[:0], self._pos[:0]
+            return
+        idx = torch.tensor(keep, device=self.mask.device)
+        self.mask, self._pos = self.mask[idx], self._pos[idx]
+        self.cache.batch_select_indices(idx)
+
+    def _trim(self):
+        """Cut leading cache columns that every row masks out (padding of rows that have left)."""
+        layers = _cache_layers(self.cache) if self.rows else None
+        if layers is None:
+            return
+        used = self.mask.any(dim=0).nonzero()
+        cut = int(used[0]) if len(used) else 0
+        if cut:
+            self.mask = self.mask[:, cut:]
+            for layer in layers:
+                layer.keys, layer.values = layer.keys[..., cut:, :], layer.values[..., cut:, :]
+
+    def merge(self, other: Decode) -> Decode:
+        """Join `other` (prefilled: stepped at least once) into this batch; both must be `mergeable`."""
+        if not other.rows:
+            return self
+        if not self.rows:
+            return other
+        mine, theirs = _cache_layers(self.cache), _cache_layers(other.cache)
+        if mine is None or theirs is None:
+            raise ValueError("merge: both batches need a plain dynamic KV cache")
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        # Left-pad the narrower batch: its extra columns are masked out, like prompt padding.
+        grow_a, grow_b = width - self.mask.shape[1], width - other.mask.shape[1]
+        for la, lb in zip(mine, theirs, strict=True):
+            la.keys = torch.cat([F.pad(la.keys, (0, 0, grow_a, 0)), F.pad(lb.keys, (0, 0, grow_b, 0))])
+            la.values = torch.cat([F.pad(la.values, (0, 0, grow_a, 0)), F.pad(lb.values, (0, 0, grow_b, 0))])
+        self.mask = torch.cat([F.pad(self.mask, (grow_a, 0)), F.pad(other.mask, (grow_b, 0))])
+        self._pos = torch.cat([self._pos, other._pos])
+        self._input = torch.cat([self._input, other._input])
+        self.rows = self.rows + other.rows
+        return self
 
     def _advance(self, r: Row, tok: int) -> str:
         before = len(r.text)

@@ -3,12 +3,14 @@
     d2d serve --model runs/demo/sft --port 8000
     D2D_API_KEYS=secret1,secret2 d2d serve --model runs/demo/sft --set rate_limit_per_minute=120
 
-Binds 127.0.0.1 unless `--host` says otherwise. Ctrl-C (or SIGTERM) deletes the
-application and shuts Serve down cleanly.
+Binds 127.0.0.1 unless `--host` says otherwise. Once it has printed its URL, Ctrl-C
+(or SIGTERM) deletes the application, shuts Serve down and exits 0; Ctrl-C during
+start-up, or a second one during shutdown, interrupts it (the CLI exits 130).
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -46,7 +48,7 @@ def run(cfg: ServeConfig) -> dict:
         raise StageError(f"{cfg.model} is not a model folder (no config.json): run `d2d sft` first")
     start(cfg)
     url = f"http://{cfg.host}:{cfg.port}"
-    body = '{"model": "%s", "messages": [{"role": "user", "content": "Who are you?"}]}' % cfg.served_name
+    body = json.dumps({"model": cfg.served_name, "messages": [{"role": "user", "content": "Who are you?"}]})
     print(f"serving on {url}  (chat page {url}/, API {url}/v1/chat/completions); Ctrl-C to stop\n"
           f"try: curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
           f"{_auth_hint(cfg)}-d '{body}'", flush=True)

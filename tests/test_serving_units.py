@@ -85,3 +85,110 @@ def test_api_keys_from_env_and_file(tmp_path):
 def test_config_errors_name_the_field(kw, field):
     with pytest.raises(ValueError, match=field):
         ServeConfig(**kw)
+
+
+# --- generation: batched sampling, continuous batching, the engine (tiny random model, no Ray)
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory):
+    import torch
+
+    from serving.generate import ChatGenerator
+    from serving.tiny_model import build_tiny_model
+
+    # One intra-op thread, as in the LLM replica: on a busy 2-core box more threads only contend.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield ChatGenerator.load(build_tiny_model(str(tmp_path_factory.mktemp("m") / "tiny")), device="cpu")
+    torch.set_num_threads(threads)
+
+
+def prompts(gen, n):
+    texts = ["hi", "Tell me a long story about a dragon and a knight, please", "x", "What is two plus two?"]
+    return [gen.encode([{"role": "user", "content": texts[i % len(texts)] * (1 + i // len(texts))}]) for i in range(n)]
+
+
+def test_sample_rows_respects_each_rows_settings():
+    import torch
+
+    from serving.generate import Sampling, sample_rows
+
+    logits = torch.tensor([[0.0, 3.0, 2.0, 1.0]] * 4)
+    rows = [Sampling(temperature=0), Sampling(top_k=1), Sampling(top_p=0.01), Sampling(top_k=2)]
+    seen = set()
+    for _ in range(200):
+        picks = sample_rows(logits, rows, [None] * 4)
+        assert picks[:3] == [1, 1, 1]
+        seen.add(picks[3])
+    assert seen == {1, 2}  # top-2 only, both reachable
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    flat = torch.zeros(1, 50)
+    assert [sample_rows(flat, [Sampling()], [g1]) for _ in range(5)] == \
+           [sample_rows(flat, [Sampling()], [g2]) for _ in range(5)]
+
+
+def test_rows_joining_a_running_batch_decode_as_if_alone(gen):
+    from serving.generate import Sampling
+
+    greedy = lambda n=16: Sampling(max_tokens=n, temperature=0)  # noqa: E731
+    ps, lengths = prompts(gen, 4), (16, 16, 16, 6)
+    solo = [gen.generate([p], [greedy(n)])[0] for p, n in zip(ps, lengths, strict=True)]
+    alone = [(r.ids, r.finish_reason) for r in solo]
+    assert [(r.ids, r.finish_reason) for r in gen.generate(ps, [greedy(n) for n in lengths])] == alone
+    d = gen.start(ps[:2], [greedy(), greedy()])
+    rows = list(d.rows)
+    for joiner, n, after in ((ps[2], 16, 3), (ps[3], 6, 5)):
+        for _ in range(after):
+            d.step()
+        new = gen.start([joiner], [greedy(n)])
+        rows += new.rows
+        new.step()
+        d = d.merge(new)
+    while not d.done:
+        d.step()
+    assert [(r.ids, r.finish_reason) for r in rows] == alone
+    assert d.rows == [] and d.cache is None
+
+
+def test_seeded_reply_does_not_depend_on_batch_mates(gen):
+    from serving.generate import Sampling
+
+    ps = prompts(gen, 3)
+    s = Sampling(max_tokens=10, seed=5, top_k=40, top_p=0.9)
+    alone = gen.generate([ps[1]], [s])[0].text
+    mixed = gen.generate(ps, [Sampling(max_tokens=4, temperature=0.7), s, Sampling(max_tokens=10, seed=1)])
+    assert mixed[1].text == alone
+
+
+@pytest.mark.parametrize("max_rows", [1, 8])
+def test_engine_batches_concurrent_requests_and_cancels(gen, max_rows):
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.engine import Engine
+    from serving.generate import Sampling
+
+    ps = prompts(gen, 6)
+    alone = [gen.generate([p], [Sampling(max_tokens=12, temperature=0)])[0].text for p in ps]
+
+    async def scenario():
+        engine = Engine(gen, max_rows=max_rows, wait_s=0.01, pool=ThreadPoolExecutor(1))
+        slots = [engine.submit(p, Sampling(max_tokens=12, temperature=0)) for p in ps[:3]]
+        await asyncio.sleep(0.05)  # let a batch start, then more requests arrive mid-decode
+        stream = engine.submit(ps[3], Sampling(max_tokens=12, temperature=0), stream=True)
+        slots += [engine.submit(p, Sampling(max_tokens=12, temperature=0)) for p in ps[4:]]
+        doomed = engine.submit(ps[0], Sampling(max_tokens=200, temperature=0), stream=True)
+        deltas = [d async for d in stream.deltas()]
+        async for _ in doomed.deltas():
+            engine.cancel(doomed)
+            break
+        rows = await asyncio.gather(*(s.result() for s in slots))
+        while engine.decode is not None:
+            await asyncio.sleep(0.01)
+        return engine, [r.text for r in rows], "".join(deltas), doomed
+
+    engine, texts, streamed, doomed = asyncio.run(scenario())
+    assert texts == alone[:3] + alone[4:] and streamed == alone[3]
+    assert len(doomed.row.ids) < 200 and engine.slots == {}
+    mean_batch = engine.row_steps / engine.passes
+    assert mean_batch == 1.0 if max_rows == 1 else mean_batch > 1.5
