@@ -172,9 +172,11 @@ class PolicyValue(torch.nn.Module):
         from pipeline.train.losses import token_logprobs
 
         pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        # Only the response columns need the LM head (the prompt's logits would be thrown away).
+        keep = input_ids.shape[1] - prompt_len + 1
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                      output_hidden_states=self.v_head is not None)
-        logits = out.logits[:, prompt_len - 1 : -1].float() / temperature
+                      output_hidden_states=self.v_head is not None, logits_to_keep=keep)
+        logits = out.logits[:, :-1].float() / temperature
         logp = token_logprobs(logits, input_ids[:, prompt_len:])
         values = None
         if self.v_head is not None:
@@ -195,9 +197,9 @@ def rl_update(ctx, ro: Rollout, advantages: torch.Tensor, *, ref_logp: torch.Ten
     ctx.model.train()
     for _ in range(cfg.epochs_per_step):
         for idx in torch.randperm(n, generator=gen).split(cfg.minibatch_size):
+            # Skip the all-pad response tail (responses are right-padded from column prompt_len).
+            cols = max(1, int(ro.response_mask[idx].sum(-1).max()))
             m = mask[idx]
-            width = int(ro.attention_mask[idx].sum(-1).max())  # skip the all-pad response tail
-            cols = width - ro.prompt_len if width > ro.prompt_len else 1
             ids = ro.input_ids[idx][:, : ro.prompt_len + cols]
             am = ro.attention_mask[idx][:, : ro.prompt_len + cols]
             m = m[:, :cols]

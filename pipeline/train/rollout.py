@@ -100,7 +100,7 @@ def sample(
     ids, mask = (t.to(device) for t in left_pad(prompts, pad_id))
     B, P = ids.shape
     pos = _positions(mask)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1]
     eos = torch.tensor(eos_ids, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -138,8 +138,9 @@ def response_logprobs(
     temperature: float = 1.0, with_entropy: bool = False,
 ):
     """Per-token log-probs [B, T] of the response columns (and their entropies if asked)."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask))
-    logits = out.logits[:, prompt_len - 1 : -1].float() / temperature
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+                logits_to_keep=input_ids.shape[1] - prompt_len + 1)
+    logits = out.logits[:, :-1].float() / temperature
     lp = token_logprobs(logits, input_ids[:, prompt_len:])
     return (lp, entropy_from_logits(logits)) if with_entropy else lp
 
