@@ -153,7 +153,7 @@ def run_stage(name: str, argv: list[str]) -> int:
     if stage.config_field and parsed.config:
         parsed.overrides.setdefault(stage.config_field, parsed.config)
         parsed.config = None
-    cfg = build_config(cls, parsed.config, parsed.overrides, section=name)
+    cfg = absolute_paths(build_config(cls, parsed.config, parsed.overrides, section=name))
     if stage.needs_ray:
         from cluster.runtime import connect
 
@@ -167,6 +167,23 @@ def run_stage(name: str, argv: list[str]) -> int:
     _print_result(result)
     print(f"[d2d {name}] done in {time.time() - started:.1f}s", file=sys.stderr)
     return 0
+
+
+PATH_FIELDS = ("init", "model", "reward_model", "tokenizer", "ref_model")
+
+
+def absolute_paths(cfg: Any) -> Any:
+    """Local relative paths made absolute where the stage runs: Ray workers and Serve replicas
+    do not share the driver's working directory. `run_dir` always; the other path fields only
+    when they name something that exists (`model` may also be a preset name)."""
+    changes = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value):
+            continue
+        if f.name == "run_dir" or (f.name in PATH_FIELDS and os.path.exists(value)):
+            changes[f.name] = os.path.abspath(value)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 def _ray_sizing(cfg: Any) -> dict:
