@@ -81,7 +81,7 @@ def parse_stage_args(stage: Stage, cls: type, argv: list[str]) -> Parsed:
     while i < len(argv):
         arg = argv[i]
 
-        def value() -> str:
+        def value(arg: str = arg, i: int = i) -> str:  # bound now: called within this iteration
             if "=" in arg:
                 return arg.split("=", 1)[1]
             if i + 1 >= len(argv):
@@ -124,7 +124,7 @@ def parse_stage_args(stage: Stage, cls: type, argv: list[str]) -> Parsed:
     if len(positionals) > len(stage.positionals):
         extra = positionals[len(stage.positionals) :]
         raise UsageError(f"unexpected argument(s): {' '.join(extra)}")
-    for name, v in zip(stage.positionals, positionals):
+    for name, v in zip(stage.positionals, positionals, strict=False):  # fewer positionals is fine
         out.overrides[name] = v
     out.overrides.update(parse_set(sets))
     return out

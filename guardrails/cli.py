@@ -11,7 +11,6 @@ TPR, FPR, precision, recall, F1 and p50/p95 latency, or JSON with --json.
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 

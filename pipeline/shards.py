@@ -105,7 +105,7 @@ class TokenizeDocs:
         lengths[good] = [len(e.ids) + 1 for e in encs]
         flat = np.empty(int(lengths.sum()), dtype=np.uint32)
         ends = np.cumsum(lengths)
-        for i, e in zip(good, encs):
+        for i, e in zip(good, encs, strict=True):
             flat[ends[i] - lengths[i]: ends[i] - 1] = e.ids
             flat[ends[i] - 1] = self.eot
         offsets = np.concatenate([[0], ends]).astype(np.int64)
@@ -349,7 +349,7 @@ class ShardReader:
                 out[sel] = self._shard(int(k))[row[sel]]
             return out
         row_bytes = width * self.dtype.itemsize
-        starts = [self._shard(int(k)) + int(r) * row_bytes for k, r in zip(shard, row)]
+        starts = [self._shard(int(k)) + int(r) * row_bytes for k, r in zip(shard, row, strict=True)]
         blobs = self.fs.cat_ranges([self._paths[k] for k in shard], starts, [s + row_bytes for s in starts])
         for i, blob in enumerate(blobs):
             out[i] = np.frombuffer(blob, dtype=self.dtype)

@@ -299,7 +299,7 @@ def iter_documents(files: list[str], *, text_split: str = "paragraph", text_colu
             for batch in pf.iter_batches(columns=cols, batch_size=4096):
                 texts = batch.column(text_column).to_pylist()
                 ids = batch.column(id_column).to_pylist() if len(cols) > 1 else [None] * len(texts)
-                for i, (t, d) in enumerate(zip(texts, ids)):
+                for i, (t, d) in enumerate(zip(texts, ids, strict=True)):
                     yield (str(d) if d is not None else f"{name}:{row + i}"), (t if isinstance(t, str) else None)
                 row += len(texts)
 

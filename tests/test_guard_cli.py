@@ -2,8 +2,9 @@
 
 import json
 
-from cluster.cli import main
 from conftest import shared
+
+from cluster.cli import main
 
 
 def _scan(capsys, text):

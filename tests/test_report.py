@@ -8,7 +8,8 @@ import pytest
 
 from cluster.cli import main
 from cluster.config import ConfigError
-from cluster.recipe import RunConfig, run as run_recipe
+from cluster.recipe import RunConfig
+from cluster.recipe import run as run_recipe
 from pipeline.report import build_report, count_parameters
 from pipeline.runfs import RunDir
 

@@ -103,7 +103,7 @@ def test_chat_spans_mask_assistant_content_and_im_end(tok, name):
     msgs = CONVERSATIONS[name]
     ids, mask = chat_spans(tok, msgs)
     assert len(ids) == len(mask) and set(mask) <= {0, 1}
-    learned = tok.decode([i for i, m in zip(ids, mask) if m])
+    learned = tok.decode([i for i, m in zip(ids, mask, strict=True) if m])
     assert learned == "".join(m["content"] + IM_END for m in msgs if m["role"] == "assistant")
 
 

@@ -88,6 +88,11 @@ class PIIRedactor:
             nlp = NlpEngineProvider(nlp_configuration={
                 "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}],
                 "ner_model_configuration": NER_MODEL_CONFIGURATION}).create_engine()
+            # The dependency parser is unused (NER needs tok2vec; context words need the lemmas,
+            # i.e. tagger + attribute_ruler + lemmatizer); without it Presidio runs ~25% faster.
+            spacy_nlp = nlp.nlp["en"]
+            if "parser" in spacy_nlp.pipe_names:
+                spacy_nlp.disable_pipe("parser")
             self.analyzer = AnalyzerEngine(nlp_engine=nlp, supported_languages=["en"])
 
     def redact(self, text: str) -> tuple[str, dict[str, int]]:
