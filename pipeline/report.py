@@ -97,11 +97,20 @@ def _plot(rows: list[dict], keys: tuple[str, ...], title: str, out: Path) -> boo
     return True
 
 
+CURATION_ORDER = ("read", "url_filter", "extract", "language", "gopher_repetition", "gopher_quality", "c4_quality",
+                  "fineweb_quality", "content_safety", "exact_dedup", "near_dedup", "pii")
+
+
 def _funnel(stats: dict, out: Path) -> list[str]:
     """Curation funnel: documents in/out per step and the drop reasons."""
     steps = stats.get("stages") or stats.get("steps") or {}
     if isinstance(steps, list):
         steps = {s.get("name", str(i)): s for i, s in enumerate(steps)}
+    # Pipeline order: documents only ever leave, so more in (then more out) comes first.
+    order = {n: i for i, n in enumerate(CURATION_ORDER)}
+    steps = dict(sorted(steps.items(), key=lambda kv: (
+        -(kv[1].get("docs_in") or 0) if isinstance(kv[1], dict) else 0,
+        -(kv[1].get("docs_out") or 0) if isinstance(kv[1], dict) else 0, order.get(kv[0], len(order)))))
     lines = ["| step | docs in | docs out | dropped (by reason) |", "|---|---|---|---|"]
     names, outs = [], []
     for name, s in steps.items():
@@ -158,7 +167,8 @@ def build_report(run_dir: str) -> str:
         stats = run.read_json("curated/stats.json")
         md += ["## Curation", "", "From `curated/stats.json`.", ""]
         md += _funnel(stats, plots / "curation_funnel.png")
-        md += [""] + _kv_table({k: v for k, v in stats.items() if not isinstance(v, (dict, list))}) + [""]
+        md += [""] + _kv_table(stats.get("summary") or {k: v for k, v in stats.items() if not isinstance(v, (dict, list))})
+        md += [""]
 
     tok_rows = {}
     if run.exists("tokenizer/stats.json"):
@@ -210,9 +220,9 @@ def build_report(run_dir: str) -> str:
     if markers:
         md += ["## Stage times", "", "| stage | seconds | config hash | finished |", "|---|---|---|---|"]
         total = 0.0
-        for m in markers:
-            rel = ".d2d/" + Path(m).name
-            d = run.read_json(rel)
+        # In the order the stages finished (the recipe's order), not by file name.
+        done = sorted((run.read_json(".d2d/" + Path(m).name) for m in markers), key=lambda d: str(d.get("finished")))
+        for d in done:
             total += d.get("seconds", 0)
             md.append(f"| {d.get('stage')} | {d.get('seconds')} | {d.get('config_hash')} | {d.get('finished')} |")
         md += [f"| total | {total:.1f} | | |", ""]
