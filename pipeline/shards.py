@@ -196,8 +196,11 @@ def _dataset(cfg: TokenizeConfig, files: list[str]):
         if cfg.text_column not in names:
             raise StageError(f"{parquets[0]}: no column {cfg.text_column!r} (columns: {names})")
         has_id = cfg.id_column in names
-        ds = ray.data.read_parquet(parquets, columns=[cfg.text_column] + ([cfg.id_column] if has_id else []),
-                                   ray_remote_args={"num_cpus": cfg.read_cpus})
+        # At least a few blocks per tokenizer actor: one block is one actor's work, so a single
+        # one-row-group file would otherwise keep every other actor idle.
+        ds = ray.data.read_parquet(parquets, num_cpus=cfg.read_cpus,
+                                   override_num_blocks=max(len(parquets), 4 * cfg.num_actors))
+        ds = ds.select_columns([cfg.text_column] + ([cfg.id_column] if has_id else []))
 
         def normalise(batch):
             text = batch.column(cfg.text_column)
