@@ -169,7 +169,7 @@ def run_stage(name: str, argv: list[str]) -> int:
     return 0
 
 
-PATH_FIELDS = ("init", "model", "reward_model", "tokenizer", "ref_model")
+PATH_FIELDS = ("init", "model", "reward_model", "tokenizer")
 
 
 def absolute_paths(cfg: Any) -> Any:

@@ -108,14 +108,12 @@ def _funnel(stats: dict, out: Path) -> list[str]:
         steps = {s.get("name", str(i)): s for i, s in enumerate(steps)}
     # Pipeline order: documents only ever leave, so more in (then more out) comes first.
     order = {n: i for i, n in enumerate(CURATION_ORDER)}
-    steps = dict(sorted(steps.items(), key=lambda kv: (
-        -(kv[1].get("docs_in") or 0) if isinstance(kv[1], dict) else 0,
-        -(kv[1].get("docs_out") or 0) if isinstance(kv[1], dict) else 0, order.get(kv[0], len(order)))))
+    steps = {k: v for k, v in steps.items() if isinstance(v, dict)}
+    steps = dict(sorted(steps.items(), key=lambda kv: (-(kv[1].get("docs_in") or 0), -(kv[1].get("docs_out") or 0),
+                                                       order.get(kv[0], len(order)))))
     lines = ["| step | docs in | docs out | dropped (by reason) |", "|---|---|---|---|"]
     names, outs = [], []
     for name, s in steps.items():
-        if not isinstance(s, dict):
-            continue
         d_in = s.get("docs_in", s.get("in", ""))
         d_out = s.get("docs_out", s.get("out", ""))
         reasons = s.get("dropped") or s.get("reasons") or {}

@@ -33,7 +33,7 @@ import ray
 from ray.data.expressions import col
 
 from pipeline.curate.minhash import MinHasher, band_matrix, estimated_jaccard, normalize
-from pipeline.curate.shuffle import concat, first_in_group, part_of, partition, reduce, take
+from pipeline.curate.shuffle import concat, first_in_group, partition, reduce, split, take
 
 KEEP, EXACT, NEAR = 0, 1, 2
 REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate"}
@@ -115,14 +115,8 @@ def _adjacency(g: dict) -> tuple[dict, dict]:
 @ray.remote(max_retries=3)
 def _send(adj: dict, labels: dict, parts: int) -> tuple:
     """Every node tells its neighbours its label; messages split by the receiver's part."""
-    if not adj:
-        return tuple({} for _ in range(parts)) if parts > 1 else {}
-    lab = labels["label"][np.searchsorted(labels["node"], adj["node"])]
-    msg = {"node": adj["nbr"], "label": lab}
-    if parts == 1:
-        return msg
-    p = part_of(msg["node"], parts)
-    return tuple(take(msg, p == i) for i in range(parts))
+    msg = {"node": adj["nbr"], "label": labels["label"][np.searchsorted(labels["node"], adj["node"])]} if adj else {}
+    return split(msg, "node", parts) if parts > 1 else msg
 
 
 @ray.remote(max_retries=3, num_returns=2)

@@ -161,14 +161,15 @@ def _dedup_stats(cfg: CurateConfig, marked, figures: dict) -> dict:
     by = rows.groupby("_drop")[["docs", "bytes"]].sum()
     docs = {r: int(by["docs"].get(r, 0)) for r in ("", "exact_duplicate", "near_duplicate")}
     size = {r: int(by["bytes"].get(r, 0)) for r in docs}
+    figures = dict(figures)
+    seconds = {"exact_dedup": figures.pop("exact_seconds"), "near_dedup": figures.pop("near_seconds")}
     stats, n_in, b_in = {}, sum(docs.values()), sum(size.values())
     for name, reason in (("exact_dedup", "exact_duplicate"), ("near_dedup", "near_duplicate")):
         if name == "exact_dedup" and not cfg.exact_dedup:
             continue
         s = new_stats()
         s.update(docs_in=n_in, bytes_in=b_in, docs_out=n_in - docs[reason], bytes_out=b_in - size[reason],
-                 dropped=Counter({reason: docs[reason]} if docs[reason] else {}),
-                 seconds=figures.pop("exact_seconds") if name == "exact_dedup" else figures.pop("near_seconds"))
+                 dropped=Counter({reason: docs[reason]} if docs[reason] else {}), seconds=seconds[name])
         if name == "near_dedup":
             s.update(figures)
         stats[name] = s

@@ -40,12 +40,15 @@ def part_of(values: np.ndarray, parts: int) -> np.ndarray:
     return ((h >> np.uint64(32)) % np.uint64(parts)).astype(np.int64)
 
 
-@ray.remote(max_retries=3)
-def _split(frame: Frame, key: str, parts: int) -> tuple:
+def split(frame: Frame, key: str, parts: int) -> tuple[Frame, ...]:
+    """The frame cut into `parts` frames by the hash of column `key` (empty frames stay empty)."""
     if not frame:
         return tuple({} for _ in range(parts))
     p = part_of(frame[key], parts)
     return tuple(take(frame, p == i) for i in range(parts))
+
+
+_split = ray.remote(max_retries=3)(split)
 
 
 def partition(refs: Sequence, key: str, parts: int) -> list[list]:
