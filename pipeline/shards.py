@@ -2,8 +2,8 @@
 
     d2d tokenize --run-dir runs/demo [--input ../shared/data/text/tinyshakespeare.txt]
 
-Documents (RUN/curated/*.parquet `text`, or --input .txt/.parquet) are encoded by a
-pool of tokenizer actors (special-token text stays plain text), each followed by
+Documents (RUN/curated/*.parquet `text`, or --input .txt/.parquet) are encoded in the
+Ray Data read tasks themselves (special-token text stays plain text), each followed by
 `<|endoftext|>`; the stream is packed into rows of seq_len+1 tokens and written as
 
     RUN/tokens/{split}-{NNNNN}.npy   (n_seqs, seq_len+1), uint16 if vocab <= 65535 else uint32
@@ -49,15 +49,13 @@ class TokenizeConfig:
     """Fraction of documents, chosen by a hash of the document id, that go to the val split."""
     shard_sequences: int = 4096
     """Rows per shard file (the last shard of a split may hold fewer)."""
-    batch_size: int = 256
-    """Documents per encode call inside a tokenizer actor."""
-    num_actors: int = 2
-    """Tokenizer actors in the Ray Data pool (each encodes on one thread)."""
-    cpus_per_actor: float = 0.5
-    """CPUs Ray reserves per tokenizer actor. The pool must leave a whole CPU free for
-    Ray Data's file listing and read tasks, else a parquet input never schedules."""
-    read_cpus: float = 0.25
-    """CPUs per parquet read task (kept small so reads still schedule beside a full actor pool)."""
+    batch_size: int = 1024
+    """Documents per encode call (the Rust tokenizer spreads one call over the task's threads)."""
+    cpus_per_task: float = 1.0
+    """CPUs Ray reserves per read-and-encode task; cluster CPUs / this = tasks in flight."""
+    min_blocks: int = 8
+    """Split the input into at least this many blocks, so a single small file still keeps
+    every CPU busy; large inputs use Ray Data's own block sizing."""
     text_split: Literal["paragraph", "line", "file"] = "paragraph"
     """How a .txt input splits into documents: blank-line paragraphs, lines, or one per file."""
     text_column: str = "text"
@@ -70,53 +68,59 @@ class TokenizeConfig:
             raise ValueError(f"seq_len: must be >= 1, got {self.seq_len}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
-        for name in ("shard_sequences", "batch_size", "num_actors"):
+        for name in ("shard_sequences", "batch_size", "min_blocks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.cpus_per_actor <= 0:
-            raise ValueError(f"cpus_per_actor: must be > 0, got {self.cpus_per_actor}")
-        if self.read_cpus <= 0:
-            raise ValueError(f"read_cpus: must be > 0, got {self.read_cpus}")
+        if self.cpus_per_task <= 0:
+            raise ValueError(f"cpus_per_task: must be > 0, got {self.cpus_per_task}")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 65535 else np.uint32)
 
 
-class TokenizeDocs:
-    """Ray Data callable class: a batch of (id, text) -> split, token ids (+EOT), skip reason."""
+_BACKENDS: dict[str, tuple] = {}  # per worker process: tokenizer path -> (backend, eot id)
 
-    def __init__(self, tokenizer_path: str, val_fraction: float):
-        from pipeline.tokenizer import load_tokenizer, safe_backend
 
-        tok = load_tokenizer(tokenizer_path)
-        self.backend = safe_backend(tok)
-        self.eot = tok.convert_tokens_to_ids(EOT)
-        self.val_fraction = val_fraction
+def tokenize_batch(batch, *, tokenizer_path: str, val_fraction: float, text_column: str = "text",
+                   id_column: str | None = "id"):
+    """A batch of documents -> id, split, skip reason, token ids (+EOT) per document.
 
-    def __call__(self, batch):
-        import pyarrow as pa
+    A plain function, so Ray Data fuses it into the read tasks (one operator, no actor pool);
+    the tokenizer is loaded once per worker process and reused by every later task there.
+    Without an id column the text's hash decides the split (duplicates land together).
+    """
+    import pyarrow as pa
 
-        ids = batch.column("id").to_pylist()
-        texts = batch.column("text").to_pylist()
-        good = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-        encs = self.backend.encode_batch_fast([texts[i] for i in good], add_special_tokens=False)
-        lengths = np.zeros(len(texts), dtype=np.int64)
-        lengths[good] = [len(e.ids) + 1 for e in encs]
-        flat = np.empty(int(lengths.sum()), dtype=np.uint32)
-        ends = np.cumsum(lengths)
-        for i, e in zip(good, encs, strict=True):
-            flat[ends[i] - lengths[i]: ends[i] - 1] = e.ids
-            flat[ends[i] - 1] = self.eot
-        offsets = np.concatenate([[0], ends]).astype(np.int64)
-        split = ["val" if doc_hash(d, "split") < self.val_fraction else "train" for d in ids]
-        skip = [None if isinstance(t, str) and t.strip() else "empty_or_missing_text" for t in texts]
-        return pa.table({
-            "id": pa.array(ids, pa.string()),
-            "split": pa.array(split, pa.string()),
-            "skip": pa.array(skip, pa.string()),
-            "ids": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat)),
-        })
+    if tokenizer_path not in _BACKENDS:
+        from pipeline.tokenizer import load_safe_backend
+
+        backend = load_safe_backend(tokenizer_path)
+        _BACKENDS[tokenizer_path] = (backend, backend.token_to_id(EOT))
+    backend, eot = _BACKENDS[tokenizer_path]
+    texts = batch.column(text_column).cast(pa.string()).to_pylist()
+    if id_column and id_column in batch.column_names:
+        ids = batch.column(id_column).cast(pa.string()).to_pylist()
+    else:
+        ids = [f"sha:{doc_hash(t or '')}" for t in texts]
+    good = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+    encs = backend.encode_batch_fast([texts[i] for i in good], add_special_tokens=False)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    lengths[good] = [len(e.ids) + 1 for e in encs]
+    ends = np.cumsum(lengths)
+    flat = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.uint32)
+    for i, e in zip(good, encs, strict=True):
+        flat[ends[i] - lengths[i]: ends[i] - 1] = e.ids
+    flat[ends[good] - 1] = eot
+    offsets = np.concatenate([[0], ends]).astype(np.int64)
+    split = ["val" if doc_hash(d, "split") < val_fraction else "train" for d in ids]
+    skip = [None if isinstance(t, str) and t.strip() else "empty_or_missing_text" for t in texts]
+    return pa.table({
+        "id": pa.array(ids, pa.string()),
+        "split": pa.array(split, pa.string()),
+        "skip": pa.array(skip, pa.string()),
+        "ids": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat)),
+    })
 
 
 class ShardWriter:
@@ -174,19 +178,63 @@ class ShardWriter:
         }
 
 
-def _dataset(cfg: TokenizeConfig, files: list[str]):
-    """(id, text) rows as a Ray Dataset: parquet read by Ray, .txt split into documents here."""
+def _pieces(cfg: TokenizeConfig, parquets: list[str]) -> list[dict]:
+    """Units of read work: whole files when there are enough of them, else row-group slices."""
+    if len(parquets) >= cfg.min_blocks:
+        return [{"path": p, "row_group": -1, "start": 0, "stop": -1} for p in parquets]
+    import fsspec
+    import pyarrow.parquet as pq
+
+    groups = []
+    for path in parquets:
+        with fsspec.open(path, "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+        groups += [(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    step = max(1, -(-sum(n for *_, n in groups) // cfg.min_blocks))
+    return [{"path": p, "row_group": g, "start": a, "stop": min(a + step, n)}
+            for p, g, n in groups for a in range(0, n, step)]
+
+
+def read_and_tokenize(pieces, *, columns: list[str], batch_size: int, **encode):
+    """Ray Data map over read pieces: read each parquet piece, then `tokenize_batch` it in batches."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = []
+    for path, group, start, stop in zip(*(pieces.column(c).to_pylist() for c in
+                                         ("path", "row_group", "start", "stop")), strict=True):
+        with fsspec.open(path, "rb") as f:
+            if group < 0:
+                table = pq.read_table(f, columns=columns)
+            else:
+                table = pq.ParquetFile(f).read_row_group(group, columns=columns).slice(start, stop - start)
+        out += [tokenize_batch(table.slice(i, batch_size), **encode)
+                for i in range(0, max(table.num_rows, 1), batch_size)]
+    return pa.concat_tables(out)
+
+
+def _dataset(cfg: TokenizeConfig, files: list[str], tok_path: str):
+    """Tokenized rows as a Ray Dataset of one operator: each task reads its piece and encodes it.
+
+    Our own pieces instead of `read_parquet`: its file listing and read operators cost seconds
+    of scheduling per run on a small cluster, more than encoding a few million tokens.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
 
+    encode = {"tokenizer_path": tok_path, "val_fraction": cfg.val_fraction}
     parts = []
     texts = [f for f in files if f.endswith(".txt")]
     if texts:
         rows = list(iter_documents(texts, text_split=cfg.text_split))
         table = pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows]})
-        step = max(1, min(cfg.batch_size * 4, -(-len(rows) // (cfg.num_actors * 4))))
-        parts.append(ray.data.from_arrow([table.slice(i, step) for i in range(0, len(rows), step)] or [table]))
+        step = max(1, -(-len(rows) // cfg.min_blocks))
+        blocks = [table.slice(i, step) for i in range(0, len(rows), step)] or [table]
+        parts.append(ray.data.from_arrow(blocks).map_batches(
+            tokenize_batch, fn_kwargs=encode, batch_size=cfg.batch_size, batch_format="pyarrow",
+            num_cpus=cfg.cpus_per_task))
     parquets = [f for f in files if not f.endswith(".txt")]
     if parquets:
         import fsspec
@@ -196,27 +244,18 @@ def _dataset(cfg: TokenizeConfig, files: list[str]):
         if cfg.text_column not in names:
             raise StageError(f"{parquets[0]}: no column {cfg.text_column!r} (columns: {names})")
         has_id = cfg.id_column in names
-        # At least a few blocks per tokenizer actor: one block is one actor's work, so a single
-        # one-row-group file would otherwise keep every other actor idle.
-        ds = ray.data.read_parquet(parquets, num_cpus=cfg.read_cpus,
-                                   override_num_blocks=max(len(parquets), 4 * cfg.num_actors))
-        ds = ds.select_columns([cfg.text_column] + ([cfg.id_column] if has_id else []))
-
-        def normalise(batch):
-            text = batch.column(cfg.text_column)
-            if has_id:
-                ids = batch.column(cfg.id_column).cast(pa.string())
-            else:  # no stable id: the text itself decides the split (duplicates land together)
-                ids = pa.array([f"sha:{doc_hash(t or '')}" for t in text.to_pylist()], pa.string())
-            return pa.table({"id": ids, "text": text.cast(pa.string())})
-
-        parts.append(ds.map_batches(normalise, batch_format="pyarrow", num_cpus=cfg.read_cpus))
+        pieces = _pieces(cfg, parquets)
+        parts.append(ray.data.from_items(pieces, override_num_blocks=len(pieces)).map_batches(
+            read_and_tokenize, batch_size=1, batch_format="pyarrow", num_cpus=cfg.cpus_per_task,
+            fn_kwargs={**encode, "batch_size": cfg.batch_size, "text_column": cfg.text_column,
+                       "id_column": cfg.id_column if has_id else None,
+                       "columns": [cfg.text_column] + ([cfg.id_column] if has_id else [])}))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
 def run(cfg: TokenizeConfig) -> dict:
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
 
     started = time.time()
     run_dir = RunDir(cfg.run_dir)
@@ -228,14 +267,7 @@ def run(cfg: TokenizeConfig) -> dict:
     files = input_files(cfg.run_dir, cfg.input)
 
     DataContext.get_current().execution_options.preserve_order = True
-    ds = _dataset(cfg, files).map_batches(
-        TokenizeDocs,
-        fn_constructor_kwargs={"tokenizer_path": tok_path, "val_fraction": cfg.val_fraction},
-        batch_size=cfg.batch_size,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=cfg.num_actors),
-        num_cpus=cfg.cpus_per_actor,
-    )
+    ds = _dataset(cfg, files, tok_path)
     run_dir.remove("tokens")
     run_dir.makedirs("tokens")
     writers = {s: ShardWriter(run_dir, s, cfg.seq_len, cfg.shard_sequences, dtype) for s in SPLITS}

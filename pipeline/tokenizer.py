@@ -153,6 +153,26 @@ def safe_backend(tok):
     return backend
 
 
+def load_safe_backend(path: str):
+    """The Rust tokenizer alone (no transformers import), special-token text encoded as plain text.
+
+    For worker processes that only encode: loading it costs milliseconds, AutoTokenizer seconds.
+    """
+    from tokenizers import Tokenizer
+
+    from pipeline.errors import StageError
+    from pipeline.runfs import RunDir
+
+    src = RunDir(path)
+    if not src.exists("tokenizer.json"):
+        raise StageError(f"{path}/tokenizer.json not found: run `d2d tokenizer` first")
+    backend = Tokenizer.from_str(src.read_text("tokenizer.json"))
+    backend.encode_special_tokens = True
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
 def encode_text(tok, text: str) -> list[int]:
     """Token ids of untrusted `text`; `<|im_start|>` typed by a user stays plain text."""
     return safe_backend(tok).encode(text, add_special_tokens=False).ids

@@ -38,7 +38,9 @@ def tokenized(tmp_path_factory, tok, docs, _ray_session):
     (root / "curated").mkdir()
     rows = {"id": [d for d, _ in docs], "text": [t for _, t in docs]}
     # Two files, so that Ray reads several blocks and the order across them matters.
-    pq.write_table(pa.table({k: v[:150] for k, v in rows.items()}), root / "curated" / "part-0.parquet")
+    # part-0 has three row groups, so read pieces cut across row groups as well as files.
+    pq.write_table(pa.table({k: v[:150] for k, v in rows.items()}), root / "curated" / "part-0.parquet",
+                   row_group_size=50)
     pq.write_table(pa.table({k: v[150:] for k, v in rows.items()}), root / "curated" / "part-1.parquet")
     save_tokenizer(tok, str(root / "tokenizer"))
     cfg = TokenizeConfig(run_dir=str(root), seq_len=SEQ_LEN, val_fraction=VAL, shard_sequences=7, batch_size=16)
@@ -74,6 +76,19 @@ def test_packing_loses_and_duplicates_nothing(tok, docs, tokenized, split):
     # Document boundaries: EOT appears exactly once per document, never from content.
     n_docs = sum(1 for d, t in docs if t and t.strip() and (doc_hash(d, "split") < VAL) == (split == "val"))
     assert info["documents"] == n_docs == int((expected == manifest["eot_id"]).sum())
+
+
+def test_read_pieces_do_not_change_the_shards(tokenized, run_dir):
+    """Whole-file pieces (min_blocks=1) and row-group slices (the default) write identical shards."""
+    root, _, manifest = tokenized
+    cfg = TokenizeConfig(run_dir=str(run_dir), input=str(root / "curated"), tokenizer=str(root / "tokenizer"),
+                         seq_len=SEQ_LEN, val_fraction=VAL, shard_sequences=7, batch_size=16, min_blocks=1)
+    run(cfg)
+    other = json.loads((run_dir / "tokens" / "manifest.json").read_text())
+    assert other["splits"] == manifest["splits"]
+    for split, info in manifest["splits"].items():
+        for name in info["shards"]:
+            assert np.array_equal(np.load(run_dir / "tokens" / name), np.load(root / "tokens" / name)), (split, name)
 
 
 def test_manifest_and_bad_input_counted(tok, docs, tokenized):
@@ -123,7 +138,7 @@ def test_writer_packs_across_calls(tmp_path):
     assert np.array_equal(stored, stream[:20])
 
 
-@pytest.mark.parametrize("field,value", [("seq_len", 0), ("val_fraction", 1.0), ("num_actors", 0)])
+@pytest.mark.parametrize("field,value", [("seq_len", 0), ("val_fraction", 1.0), ("min_blocks", 0), ("cpus_per_task", 0)])
 def test_config_validation_names_field(field, value):
     with pytest.raises(ValueError, match=field):
         TokenizeConfig(**{field: value})
