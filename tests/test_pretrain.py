@@ -59,3 +59,16 @@ def test_unknown_set_key_fails_naming_it(tmp_path, capsys):
     assert main(["pretrain", "--run-dir", str(tmp_path), "--set", "max_stepz=5"]) == 2
     assert "max_stepz" in capsys.readouterr().err
     assert main(["pretrain", "--run-dir", str(tmp_path), "--set", "tune=warmup=uniform:1:2"]) == 2
+
+
+def test_mfu_and_gpu_peaks_by_name():
+    """MFU = FLOPs/token x tokens/s / peak; the peak is looked up by whole words of the CUDA name."""
+    from pipeline.train.model import flops_per_token, llama_config, mfu, peak_flops
+
+    cfg = llama_config("tiny", vocab_size=300, seq_len=64)
+    per_token = flops_per_token(cfg, 64)
+    assert mfu(cfg, 64, tokens_per_s=1000.0, peak=per_token * 4000.0) == pytest.approx(0.25)
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA A10G") == 70e12 and peak_flops("NVIDIA A10") == 125e12
+    assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
+    assert peak_flops("Intel Xeon CPU") is None

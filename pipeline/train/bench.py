@@ -52,22 +52,29 @@ class Windows:
         return {"input_ids": rows[:, :-1], "labels": rows[:, 1:]}
 
 
-def bare_tokens_per_s(model_fn, source: Windows, cfg: TrainConfig, steps: int, threads: int = 1) -> float:
-    """The same step as the loop, in this process, no Ray, no DDP."""
+def bare_tokens_per_s(model_fn, source: Windows, cfg: TrainConfig, steps: int, threads: int = 1,
+                      device: str = "cpu") -> float:
+    """The same step as the loop, in this process, no Ray, no DDP (bf16 autocast on CUDA, as the loop)."""
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    model = model_fn()
-    opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    model = model_fn().to(device)
+    opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
+                            fused=device == "cuda")
+    cuda = device == "cuda"
     times = []
     for step in range(steps):
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = cfg.lr * lr_factor(step, cfg)
-        loss, _ = causal_lm_loss(model, source.batch(step, 0, 1))
+        batch = {k: v.to(device, non_blocking=True) for k, v in source.batch(step, 0, 1).items()}
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cuda):
+            loss, _ = causal_lm_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     # The statistic the loop reports: tokens over the wall time of each log window of
     # `cfg.log_every` steps, the median over the windows after warm-up.
@@ -150,9 +157,37 @@ def shakespeare_anchor(out: Path, quick: bool, budget_s: float = BUDGET_S) -> di
             "meets_anchor": bpc <= NANOGPT_BITS_PER_CHAR}
 
 
+def gpu_throughput(out: Path, quick: bool) -> dict:
+    """On a GPU: the `small` preset (~25M) at context 512, bf16, tokens/s and MFU, bare vs Ray Train."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device on this machine"}
+    from pipeline.train.model import mfu, peak_flops
+
+    vocab, seq_len, batch = 8192, 512, 32
+    hf = llama_config("small", vocab_size=vocab, seq_len=seq_len)
+    tokens = np.random.default_rng(0).integers(0, vocab, 2_000_000).astype(np.int64)
+    steps = 30 if quick else 100
+    cfg = TrainConfig(num_workers=1, use_gpu=True, batch_size=batch, max_steps=steps, eval_every=0,
+                      checkpoint_every=steps, report_every=steps, log_every=10, warmup_steps=5, lr=1e-3)
+    model_fn = partial(build_model, hf)
+    bare = bare_tokens_per_s(model_fn, Windows(tokens, seq_len, batch), cfg, steps, device="cuda")
+    fit(cfg, model_fn=model_fn, train=Windows(tokens, seq_len, batch), out_dir=str(out / "gpu-1w"),
+        storage_path=str(out / ".ray_train"), name=f"gpu-1w-{time.time_ns()}")
+    rows = _rows(str(out / "gpu-1w"))
+    ray_tps = statistics.median(r["tokens_per_s"] for r in rows[len(rows) // 4:])
+    name = torch.cuda.get_device_name(0)
+    peak = peak_flops(name)
+    return {"device": name, "model": "small preset, context 512, batch 32, bf16",
+            "bare_tokens_per_s": round(bare), "ray_1_worker_tokens_per_s": round(ray_tps),
+            "overhead_per_worker": round(1 - ray_tps / bare, 3),
+            "peak_bf16_flops": peak,
+            "mfu_bare": round(mfu(hf, seq_len, bare, peak), 3) if peak else None,
+            "mfu_ray": round(mfu(hf, seq_len, ray_tps, peak), 3) if peak else None}
+
+
 def run_bench(out_dir: str, quick: bool) -> dict:
     """Ray is connected by `d2d bench` (embedded local, or --address)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {"throughput": throughput(out, quick), "shakespeare": shakespeare_anchor(out, quick),
-            "cores": os.cpu_count()}
+            "gpu": gpu_throughput(out, quick), "cores": os.cpu_count()}

@@ -69,6 +69,26 @@ def flops_per_token(config, seq_len: int) -> int:
     return 6 * n + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
+#: Dense bf16 peak FLOP/s by GPU name (vendor datasheets, no sparsity), for MFU.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
+                   "A10G": 70e12, "A10": 125e12, "V100": 125e12, "T4": 65e12}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The datasheet bf16 peak of a GPU from its CUDA name ("NVIDIA H100 80GB HBM3"), else None."""
+    words = device_name.upper().replace("-", " ").split()
+    # Longest names first, so "A10G" is not read as "A10", nor "L40S" as "L4".
+    for name in sorted(PEAK_BF16_FLOPS, key=len, reverse=True):
+        if name in words:
+            return PEAK_BF16_FLOPS[name]
+    return None
+
+
+def mfu(config, seq_len: int, tokens_per_s: float, peak: float) -> float:
+    """Model FLOPs utilisation: achieved training FLOP/s (FLOPs/token x tokens/s) over the peak."""
+    return flops_per_token(config, seq_len) * tokens_per_s / peak
+
+
 def describe(config, seq_len: int) -> dict:
     return {"parameters": param_count(config),
             "non_embedding_parameters": param_count(config, non_embedding=True),
