@@ -177,7 +177,8 @@ def quick_doc(vocab, text: str):
     return doc
 
 
-def _nlp_engine_class():
+def nlp_engine_class():
+    """Presidio's spaCy engine running only `ner` (curation subclasses it to batch documents)."""
     from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
 
     class NerOnlySpacyEngine(SpacyNlpEngine):
@@ -221,8 +222,13 @@ def _nlp_engine_class():
     return NerOnlySpacyEngine
 
 
-def _extra_recognizers(entities: list[str]):
-    """Our recognizers (see guardrails/pii_recognizers.py) for the entities asked for."""
+def extra_recognizers(entities, phone_window: int | None = None) -> list:
+    """Our recognizers (see guardrails/pii_recognizers.py) for the entities asked for.
+
+    Presidio's PhoneRecognizer (python-phonenumbers scans the text once per region) runs only
+    when the text has a run of 7+ digits; with `phone_window`, only on that many characters
+    either side of each such run (curation: long documents, where the full scan costs more than NER).
+    """
     import presidio_analyzer.predefined_recognizers as pr
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
@@ -252,10 +258,24 @@ def _extra_recognizers(entities: list[str]):
             return [RecognizerResult("PHONE_NUMBER", s, e, sc) for s, e, sc in phone_matches(text)]
 
     class GatedPhoneRecognizer(pr.PhoneRecognizer):
-        """Presidio's PhoneRecognizer, run only when the text has a run of 7+ digits."""
+        """Presidio's PhoneRecognizer, run only near runs of 7+ digits."""
 
         def analyze(self, text, entities, nlp_artifacts=None):
-            return super().analyze(text, entities, nlp_artifacts) if PHONE_HINT.search(text) else []
+            if phone_window is None:
+                return super().analyze(text, entities, nlp_artifacts) if PHONE_HINT.search(text) else []
+            windows: list[list[int]] = []
+            for m in PHONE_HINT.finditer(text):
+                s, e = max(0, m.start() - phone_window), min(len(text), m.end() + phone_window)
+                if windows and s <= windows[-1][1]:
+                    windows[-1][1] = e
+                else:
+                    windows.append([s, e])
+            out = []
+            for s, e in windows:
+                for r in super().analyze(text[s:e], entities, None):
+                    r.start, r.end = r.start + s, r.end + s
+                    out.append(r)
+            return out
 
     out = []
     if "PERSON" in entities:
@@ -279,7 +299,7 @@ def analyzer(spacy_model: str, ner: str, entities: tuple[str, ...]):
     if not spacy.util.is_package(spacy_model) and not os.path.exists(spacy_model):
         raise ValueError(f"spacy_model: {spacy_model!r} is not an installed spaCy model package")
     use_ner = ner != "off" and bool(NER_ENTITIES & set(entities))
-    engine = _nlp_engine_class()(
+    engine = nlp_engine_class()(
         models=[{"lang_code": "en", "model_name": spacy_model}],
         ner_model_configuration=NerModelConfiguration.from_dict(NER_MODEL_CONFIGURATION),
         gated=ner == "gated", run_ner=use_ner)
@@ -292,7 +312,7 @@ def analyzer(spacy_model: str, ner: str, entities: tuple[str, ...]):
     if use_ner:
         registry.add_recognizer(pr.SpacyRecognizer(
             supported_language="en", supported_entities=sorted(NER_ENTITIES & set(entities))))
-    for recognizer in _extra_recognizers(list(entities)):
+    for recognizer in extra_recognizers(entities):
         registry.add_recognizer(recognizer)
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 

@@ -39,6 +39,9 @@ SHARD_SCHEMA = pa.schema([
 ])
 REJECT_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("step", pa.string()),
                            ("reason", pa.string()), ("text", pa.string())])
+#: Part of the fingerprint: bump it when a step's output changes for the same config (e.g. the
+#: extractor's options), so a rerun recomputes shards written by older code instead of reusing them.
+STEPS_VERSION = 2
 #: Fields that change how work is spread, not what comes out: left out of the fingerprint.
 _NO_FP = {"run_dir", "ray_remote_args", "crawl", "num_cpus_per_task", "pii_actors", "pii_batch_size", "fetch_retries",
           "fetch_backoff_s", "shuffle_partitions", "keep_rejects"}
@@ -128,7 +131,8 @@ def _process_shards(batch: dict, cfg_dict: dict, root: str) -> dict:
 
 def fingerprint(cfg: CurateConfig, files: list[str]) -> str:
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NO_FP}
-    return hashlib.sha1(json.dumps([fields, files], sort_keys=True, default=str).encode()).hexdigest()[:10]
+    blob = json.dumps([STEPS_VERSION, fields, files], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 def plan_shards(cfg: CurateConfig, files: list[str]) -> list[dict]:
@@ -203,7 +207,7 @@ def run_phase2(cfg: CurateConfig, rd: RunDir, shards: list[dict]) -> tuple[dict,
         docs = docs.repartition(max(1, min(n, cfg.pii_actors * 4))).map_batches(
             PIIRedactor, fn_constructor_kwargs=dict(mode=cfg.pii_mode, model=cfg.pii_model, entities=cfg.pii_entities,
                                                     score_threshold=cfg.pii_score_threshold,
-                                                    replacement=cfg.pii_replacement),
+                                                    replacement=cfg.pii_replacement, ner=cfg.pii_ner),
             compute=ActorPoolStrategy(size=cfg.pii_actors), batch_size=cfg.pii_batch_size, batch_format="numpy",
             num_cpus=min(1.0, cfg.num_cpus_per_task)).materialize()
     by_type: Counter = Counter()
