@@ -7,7 +7,8 @@ A recipe is YAML with an ordered `stages:` mapping; each key is a `d2d` stage an
 its value that stage's config fields (a `preset:` key picks a preset first).
 `{run_dir}` in a string value is replaced by the run directory. A stage that
 finished before (marker `RUN/.d2d/STAGE.json`, written only after success) is
-skipped unless `force`; so a second `make demo` goes straight to serving.
+skipped unless `force`; so a second `make demo` goes straight to serving. A stage
+interrupted mid-way resumes from its last checkpoint on the next run; `force` starts it over.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class RunConfig:
     only: list[str] = field(default_factory=list)
     """Run just these stages of the recipe (comma-separated); empty runs all."""
     force: bool = False
-    """Rerun stages even when their completion marker exists."""
+    """Rerun stages even when their completion marker exists, from scratch: their training
+    checkpoints (RUN/.ray_train/OUT, OUT-train) are removed first, so nothing resumes."""
     ray_num_cpus: int | None = None
     """CPUs of the embedded local Ray (none: the whole machine). Ignored with --address."""
 
@@ -91,6 +93,15 @@ def _hash(cfg) -> str:
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def clear_checkpoints(run_dir, name: str, stage_cfg) -> list[str]:
+    """Remove a stage's Ray Train checkpoints (named after its `out` folder, else the stage)."""
+    out = getattr(stage_cfg, "out", None) or name
+    gone = [d for d in (f".ray_train/{out}", f".ray_train/{out}-train") if run_dir.exists(d)]
+    for d in gone:
+        run_dir.remove(d)
+    return gone
+
+
 def run(cfg: RunConfig) -> dict:
     from pipeline.runfs import RunDir
 
@@ -112,6 +123,9 @@ def run(cfg: RunConfig) -> dict:
             print(f"{head} skipped (done {done.get('finished', '?')}; --force reruns)", flush=True)
             summary[name] = "skipped"
             continue
+        if cfg.force:
+            # A forced rerun starts over; without --force a stage killed mid-way resumes.
+            clear_checkpoints(run_dir, name, stage_cfg)
         print(f"{head} running ...", flush=True)
         started = time.time()
         result = STAGES[name].load_run()(stage_cfg)

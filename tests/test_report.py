@@ -76,8 +76,13 @@ def test_recipe_skips_finished_stages_and_force_reruns(tmp_path, capsys):
     run_recipe(cfg)
     assert "skipped" in capsys.readouterr().out
     assert not (tmp_path / "r" / "report.md").exists()
+    # A forced rerun starts over: the stage's own training checkpoints go, no other stage's.
+    (tmp_path / "r" / ".ray_train" / "report-train" / "checkpoint_0").mkdir(parents=True)
+    (tmp_path / "r" / ".ray_train" / "sft" / "checkpoint_0").mkdir(parents=True)
     run_recipe(RunConfig(recipe=str(recipe), run_dir=str(tmp_path / "r"), force=True))
     assert (tmp_path / "r" / "report.md").exists()
+    assert not (tmp_path / "r" / ".ray_train" / "report-train").exists()
+    assert (tmp_path / "r" / ".ray_train" / "sft" / "checkpoint_0").exists()
     assert "| report |" in (tmp_path / "r" / "report.md").read_text()
 
 
