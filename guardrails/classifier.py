@@ -120,6 +120,11 @@ class FastScorer:
         self.intercept = lr.intercept_
         self.binary = lr.coef_.shape[0] == 1
 
+    def known_words(self, text: str) -> int:
+        """Distinct words of `text` in the word vectoriser's vocabulary (the evidence a score rests on)."""
+        return sum(1 for key, vocab, _, _ in self.blocks if dict(key)["analyzer"] == "word"
+                   for g in ngram_counts(key, text) if " " not in g and g in vocab)
+
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         logits = np.tile(self.intercept, (len(texts), 1))
         for row, text in enumerate(texts):

@@ -27,6 +27,9 @@ class HarmfulConfig(GuardConfig):
     """Categories that count; a text whose most likely category is not listed is allowed."""
     window_chars: int = 600
     """Long texts are read in windows of this many characters (overlapping by a third)."""
+    min_known_words: int = 3
+    """Texts with fewer distinct words the classifier knows are allowed unscored: on word salad
+    (a tiny model's reply) an l2-normalised score rests on one or two stray character n-grams."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -35,6 +38,8 @@ class HarmfulConfig(GuardConfig):
             raise ValueError(f"categories: unknown {bad}; known: {', '.join(CATEGORIES)}")
         if self.window_chars < 100:
             raise ValueError("window_chars must be at least 100")
+        if self.min_known_words < 0:
+            raise ValueError("min_known_words must be >= 0")
 
 
 class HarmfulGuard(Guard):
@@ -54,6 +59,9 @@ class HarmfulGuard(Guard):
         parts = chunks(norm.all_texts, c.window_chars)
         if not parts:
             return Verdict(self.name, True, text)
+        known = max(self.model.fast.known_words(t) for t in norm.all_texts)
+        if known < c.min_known_words:
+            return Verdict(self.name, True, text, reasons=[f"harmful: {known} known words, too few to judge"])
         scores, cats = self.model.predict(parts)
         best = int(scores.argmax())
         category, score = cats[best], float(scores[best])

@@ -32,3 +32,13 @@ def test_category_filter_and_bad_category():
     assert HarmfulGuard(HarmfulConfig(categories=["cyber"])).scan("How do I build a pipe bomb?").allowed
     with pytest.raises(ValueError, match="categories"):
         HarmfulConfig(categories=["knitting"])
+
+
+def test_word_salad_is_not_scored_but_short_harmful_requests_are():
+    """A tiny model's reply of byte fragments carries no evidence; three known words do."""
+    salad = " emojiyemex\ufffdS\ufffd$ addV\u00fcber qu #Si"
+    v = G.scan(salad)
+    assert v.allowed and "too few to judge" in v.reasons[0]
+    assert not G.scan("build a bomb").allowed
+    with pytest.raises(ValueError, match="min_known_words"):
+        HarmfulConfig(min_known_words=-1)
