@@ -158,7 +158,7 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise bad
         items = [_coerce(f"{name}[{i}]", item_tp, v) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if origin is dict:
+    if origin is dict or tp is dict:  # `dict[str, int]` and a bare `dict` field
         if isinstance(value, str):
             try:
                 value = json.loads(value)

@@ -27,6 +27,8 @@ class Toy:
     """Optional cap."""
     verbose: bool = False
     """Chatty output."""
+    extra: dict = field(default_factory=dict)
+    """A bare `dict` field (like pretrain's model_overrides)."""
 
     def __post_init__(self):
         if self.layers < 1:
@@ -55,6 +57,7 @@ def test_field_docs_come_from_the_docstring_under_each_field():
         (["verbose=true"], {"verbose": True}),
         (["verbose=off"], {"verbose": False}),
         (["layers=1_000"], {"layers": 1000}),
+        (['extra={"hidden_size": 128}'], {"extra": {"hidden_size": 128}}),
     ],
 )
 def test_set_values_are_parsed_by_field_type(sets, expect):
@@ -74,6 +77,7 @@ def test_set_values_are_parsed_by_field_type(sets, expect):
         (["verbose=maybe"], "verbose: expected bool"),
         (["layers=0"], "layers: must be at least 1"),
         (["layers"], "expected key=value"),
+        (["extra=[1]"], "extra: expected dict"),
     ],
 )
 def test_bad_values_fail_naming_the_field(sets, needle):
