@@ -288,6 +288,15 @@ def extra_recognizers(entities, phone_window: int | None = None) -> list:
 @lru_cache(maxsize=4)
 def analyzer(spacy_model: str, ner: str, entities: tuple[str, ...]):
     """One Presidio AnalyzerEngine per (model, NER mode, entities); loading costs seconds."""
+    return build_analyzer_engine(spacy_model, ner, entities)
+
+
+def build_analyzer_engine(spacy_model: str, ner: str, entities, *, engine_class=None,
+                          phone_window: int | None = None, model_field: str = "spacy_model"):
+    """Presidio's AnalyzerEngine: pattern recognizers for `entities`, our extra recognizers, and
+    spaCy NER (`engine_class`, default `nlp_engine_class()`) for the NER entities unless ner=off.
+    Curation passes its batched engine and a phone window; `model_field` names the config field
+    in the error for a missing spaCy model."""
     import logging
 
     import presidio_analyzer.predefined_recognizers as pr
@@ -297,9 +306,11 @@ def analyzer(spacy_model: str, ner: str, entities: tuple[str, ...]):
 
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     if not spacy.util.is_package(spacy_model) and not os.path.exists(spacy_model):
-        raise ValueError(f"spacy_model: {spacy_model!r} is not an installed spaCy model package")
-    use_ner = ner != "off" and bool(NER_ENTITIES & set(entities))
-    engine = nlp_engine_class()(
+        raise ValueError(f"{model_field}: {spacy_model!r} is not an installed spaCy model package")
+    entities = sorted(entities)
+    ner_entities = sorted(NER_ENTITIES & set(entities))
+    use_ner = ner != "off" and bool(ner_entities)
+    engine = (engine_class or nlp_engine_class())(
         models=[{"lang_code": "en", "model_name": spacy_model}],
         ner_model_configuration=NerModelConfiguration.from_dict(NER_MODEL_CONFIGURATION),
         gated=ner == "gated", run_ner=use_ner)
@@ -307,12 +318,11 @@ def analyzer(spacy_model: str, ner: str, entities: tuple[str, ...]):
     registry = RecognizerRegistry(supported_languages=["en"])
     for entity in entities:
         for cls in PATTERN_RECOGNIZERS.get(entity, []):
-            if cls != "PhoneRecognizer":  # gated version below
+            if cls != "PhoneRecognizer":  # extra_recognizers brings a gated one
                 registry.add_recognizer(getattr(pr, cls)(supported_language="en"))
     if use_ner:
-        registry.add_recognizer(pr.SpacyRecognizer(
-            supported_language="en", supported_entities=sorted(NER_ENTITIES & set(entities))))
-    for recognizer in extra_recognizers(entities):
+        registry.add_recognizer(pr.SpacyRecognizer(supported_language="en", supported_entities=ner_entities))
+    for recognizer in extra_recognizers(entities, phone_window=phone_window):
         registry.add_recognizer(recognizer)
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 

@@ -23,24 +23,17 @@ checks (a given-name ORG becomes PERSON; streets, companies, listed products are
 
 from __future__ import annotations
 
-import os
 import re
 
 from guardrails.pii import (
-    NER_MODEL_CONFIGURATION,
     OPENERS,
-    PATTERN_RECOGNIZERS,
-    extra_recognizers,
+    build_analyzer_engine,
     name_candidate_spans,
     nlp_engine_class,
     quick_doc,
 )
-from guardrails.pii_recognizers import (
-    keep_person,
-    person_label,
-)
+from guardrails.pii_recognizers import keep_person, person_label
 
-NER_ENTITIES = {"PERSON", "LOCATION", "NRP", "DATE_TIME"}
 #: Characters of context either side of a digit run that Presidio's PhoneRecognizer sees.
 PHONE_WINDOW = 24
 #: Text pieces per spaCy `ner.pipe` batch (the candidate sentences of a whole actor batch go together).
@@ -150,34 +143,11 @@ def _batch_engine_class():
 
 
 def build_analyzer(model: str, entities: set[str], ner: str):
-    """A Presidio BatchAnalyzerEngine: pattern recognizers for `entities`, spaCy NER for the NER ones."""
-    import logging
+    """A Presidio BatchAnalyzerEngine: the guard's analyzer with the batched engine and windowed phones."""
+    from presidio_analyzer import BatchAnalyzerEngine
 
-    import presidio_analyzer.predefined_recognizers as pr
-    import spacy
-    from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NerModelConfiguration
-
-    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-    if not spacy.util.is_package(model) and not os.path.exists(model):
-        raise ValueError(f"pii_model: {model!r} is not an installed spaCy model package")
-    ner_entities = sorted(NER_ENTITIES & entities)
-    engine = _batch_engine_class()(
-        models=[{"lang_code": "en", "model_name": model}],
-        ner_model_configuration=NerModelConfiguration.from_dict(NER_MODEL_CONFIGURATION),
-        gated=ner == "gated", run_ner=bool(ner_entities) and ner != "off")
-    engine.load()
-    registry = RecognizerRegistry(supported_languages=["en"])
-    for entity in sorted(entities):
-        for cls in PATTERN_RECOGNIZERS.get(entity, []):
-            if cls != "PhoneRecognizer":  # extra_recognizers brings a windowed one
-                registry.add_recognizer(getattr(pr, cls)(supported_language="en"))
-    if engine.run_ner:
-        registry.add_recognizer(pr.SpacyRecognizer(supported_language="en", supported_entities=ner_entities))
-    for recognizer in extra_recognizers(sorted(entities), phone_window=PHONE_WINDOW):
-        registry.add_recognizer(recognizer)
-    return BatchAnalyzerEngine(AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"]))
+    return BatchAnalyzerEngine(build_analyzer_engine(model, ner, entities, engine_class=_batch_engine_class(),
+                                                     phone_window=PHONE_WINDOW, model_field="pii_model"))
 
 
 class PIIRedactor:

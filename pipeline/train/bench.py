@@ -87,6 +87,14 @@ def _rows(out_dir: str) -> list[dict]:
     return [json.loads(x) for x in Path(out_dir, "metrics.jsonl").read_text().splitlines() if x.strip()]
 
 
+def ray_tokens_per_s(cfg: TrainConfig, model_fn, source: Windows, out: Path, name: str) -> float:
+    """The loop's own tokens_per_s on Ray Train: the median over the log windows after warm-up."""
+    fit(cfg, model_fn=model_fn, train=source, out_dir=str(out / name), storage_path=str(out / ".ray_train"),
+        name=f"{name}-{time.time_ns()}")
+    rows = _rows(str(out / name))
+    return statistics.median(r["tokens_per_s"] for r in rows[len(rows) // 4:])
+
+
 def throughput(out: Path, quick: bool) -> dict:
     vocab, seq_len, batch = 512, 128, 16
     hf = llama_config("tiny", vocab_size=vocab, seq_len=seq_len, hidden_size=128, intermediate_size=352,
@@ -98,14 +106,8 @@ def throughput(out: Path, quick: bool) -> dict:
                       report_every=steps, log_every=5, warmup_steps=5, lr=1e-3)
     model_fn = partial(build_model, hf)
     bare = bare_tokens_per_s(model_fn, Windows(tokens, seq_len, batch), cfg, steps)
-    ray_tps = {}
-    for workers in (1, 2):
-        wcfg = TrainConfig(**{**cfg.__dict__, "num_workers": workers})
-        name = f"throughput-{workers}w"
-        fit(wcfg, model_fn=model_fn, train=Windows(tokens, seq_len, batch), out_dir=str(out / name),
-            storage_path=str(out / ".ray_train"), name=f"{name}-{time.time_ns()}")
-        rows = _rows(str(out / name))
-        ray_tps[workers] = statistics.median(r["tokens_per_s"] for r in rows[len(rows) // 4:])
+    ray_tps = {w: ray_tokens_per_s(TrainConfig(**{**cfg.__dict__, "num_workers": w}), model_fn,
+                                   Windows(tokens, seq_len, batch), out, f"throughput-{w}w") for w in (1, 2)}
     return {"model": "llama 4x128, seq 128, batch 16/worker", "bare_tokens_per_s": round(bare),
             "ray_1_worker_tokens_per_s": round(ray_tps[1]), "ray_2_workers_tokens_per_s": round(ray_tps[2]),
             "overhead_per_worker": round(1 - ray_tps[1] / bare, 3),
@@ -171,10 +173,7 @@ def gpu_throughput(out: Path, quick: bool) -> dict:
                       checkpoint_every=steps, report_every=steps, log_every=10, warmup_steps=5, lr=1e-3)
     model_fn = partial(build_model, hf)
     bare = bare_tokens_per_s(model_fn, Windows(tokens, seq_len, batch), cfg, steps, device="cuda")
-    fit(cfg, model_fn=model_fn, train=Windows(tokens, seq_len, batch), out_dir=str(out / "gpu-1w"),
-        storage_path=str(out / ".ray_train"), name=f"gpu-1w-{time.time_ns()}")
-    rows = _rows(str(out / "gpu-1w"))
-    ray_tps = statistics.median(r["tokens_per_s"] for r in rows[len(rows) // 4:])
+    ray_tps = ray_tokens_per_s(cfg, model_fn, Windows(tokens, seq_len, batch), out, "gpu-1w")
     name = torch.cuda.get_device_name(0)
     peak = peak_flops(name)
     return {"device": name, "model": "small preset, context 512, batch 32, bf16",
