@@ -15,7 +15,11 @@ def test_span_metric_counts_overlaps_by_type():
 
 def test_extraction_quality_scores_both_extractors():
     q = extraction_quality(quick=True)["extraction_quality"]
+    real = q.pop("real_pages", None)
     assert set(q) == {"demo_layout", "div_layout"}
+    if real is not None:  # ../shared/data present: agreement between the extractors on real pages
+        assert real["english_pages_both_nonempty"] > 0
+        assert 0 < real["resiliparse_words_in_trafilatura"] <= 1 and 0 < real["trafilatura_words_in_resiliparse"] <= 1
     for figures in q.values():
         assert figures["pages"] > 10
         for ex in ("resiliparse", "trafilatura"):

@@ -30,3 +30,56 @@ def test_extractors_keep_article_drop_comments_and_byline(extractor):
         assert all(p in text for p in paragraphs)
         for boiler in ("reader0", "by admin on", "We use cookies", "All rights reserved", "Posted "):
             assert boiler not in text, boiler
+
+
+ARTICLE = ["The harbour was rebuilt twice in the last century, each time further from the old town walls.",
+           "Fishermen still land their catch at dawn, when the market opens and prices are set by auction.",
+           "Visitors who arrive by ferry see the lighthouse first, then the long row of painted warehouses.",
+           "The shipping office keeps its records at the same street number it has used since the war."]
+
+
+def pruning_page() -> str:
+    """A div-only page: the article, around it a sidebar, related posts, share bar, newsletter, cookie notice,
+    and one article paragraph in a block whose class merely contains boilerplate letters ("ad", "nav")."""
+    p = [f"<p>{s}</p>" for s in ARTICLE]
+    return f"""<html><body>
+<div class="top-navigation"><a href="/">Home</a> <a href="/news">News</a> <a href="/about">About us</a></div>
+<div id="page"><div class="has-sidebar layout">
+<div class="sidebar-left"><h4>Trending stories</h4><p>Our editors picked five long reads about coastal towns for your weekend.</p></div>
+<div class="content"><h1>Life in the harbour town</h1>{p[0]}{p[1]}
+<div class="postal-address navigator-note">{p[3]}</div>{p[2]}
+<div class="shareButtons">Share on Facebook, Twitter and email to your friends today</div>
+<div class="related-posts"><h3>You may also like</h3><p>A quieter weekend on the northern islands, told by a local guide.</p></div>
+</div>
+<div id="newsletter_box">Sign up for our weekly newsletter and never miss a story from the coast.</div>
+</div></div>
+<div role="contentinfo">Contact the editorial team about corrections to this article.</div>
+<div class="cookie-consent">This website stores cookies on your computer to improve your experience.</div>
+</body></html>"""
+
+
+def test_boilerplate_blocks_pruned_article_kept():
+    from pipeline.curate.extract import boilerplate_word, prune_boilerplate
+
+    text = extract_html(pruning_page(), "resiliparse")
+    assert all(s in text for s in ARTICLE), text  # the "postal-address" paragraph too: "ad" is not a token of it
+    assert "Life in the harbour town" in text
+    for boiler in ("Trending stories", "five long reads", "Share on Facebook", "You may also like", "northern islands",
+                   "weekly newsletter", "editorial team", "stores cookies", "About us"):
+        assert boiler not in text, boiler
+    assert [boilerplate_word(w) for w in ("address", "header", "loader", "has-sidebar", "tag-social-media")] == [False] * 5
+    assert [boilerplate_word(w) for w in ("related-posts", "shareButtons", "ad-slot", "topAd", "widget_text")] == [True] * 5
+    from resiliparse.parse.html import HTMLTree
+
+    # Exactly the boilerplate blocks go, the outermost of each nest once.
+    assert prune_boilerplate(HTMLTree.parse(pruning_page())) == 7
+
+
+def test_orphan_headings_dropped_section_headings_kept():
+    from pipeline.curate.extract import drop_orphan_headings
+
+    ranks = {"Popular this week": 4, "Title": 1, "Subtitle": 1, "Part one": 2, "Share this": 3,
+             "Over 250 billion pages crawled.": 3}
+    text = "Popular this week\nTitle\nSubtitle\nPart one\nbody text\nOver 250 billion pages crawled.\nShare this"
+    assert drop_orphan_headings(text, ranks).split("\n") == ["Title", "Subtitle", "Part one", "body text",
+                                                              "Over 250 billion pages crawled."]

@@ -1,4 +1,5 @@
-"""Curation PII (pipeline/curate/pii.py): Presidio's batch path with NER on candidate sentences only."""
+"""Curation PII (pipeline/curate/pii.py): Presidio's batch path with NER only where a name can be
+(candidate sentences, or windows around their capitalised words)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,24 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.curate.pii import PIIRedactor, candidate_ranges
+from pipeline.curate.pii import WINDOW_CONTEXT, PIIRedactor, candidate_ranges, window_ranges
 
 PROSE = ("The garden was quiet this spring and the tomato plants grew slowly. "
          "Most of the work was done in the evenings, after the rain had stopped. ")
 
 
+ENTITIES = ["PERSON", "LOCATION", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"]
+
+
 @pytest.fixture(scope="module")
 def gated():
-    return PIIRedactor(entities=["PERSON", "LOCATION", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"])
+    """The default redactor (NER on windows); the name is kept from when gated was the default."""
+    return PIIRedactor(entities=ENTITIES)
+
+
+@pytest.fixture(scope="module")
+def sentences():
+    return PIIRedactor(entities=ENTITIES, ner="gated")
 
 
 def test_names_and_contacts_removed_counts_by_type_only(gated):
@@ -35,11 +45,45 @@ def test_batch_equals_one_by_one_and_handles_empty(gated):
     assert "Priya Patel" not in batch[0][0] and "Wijtze" not in batch[3][0] and "James Johnson" not in batch[4][0]
 
 
-def test_gated_finds_what_full_ner_finds_on_capitalised_names(gated):
+def test_gated_finds_what_full_ner_finds_on_capitalised_names(gated, sentences):
     full = PIIRedactor(entities=sorted(gated.entities), ner="full")
     texts = [PROSE + f"Last week {name} visited the old harbour. " + PROSE
              for name in ("Olivia Brown", "Lucas Dubois", "Noah Smith")]
-    assert gated.redact_batch(texts) == full.redact_batch(texts)
+    assert gated.redact_batch(texts) == full.redact_batch(texts) == sentences.redact_batch(texts)
+
+
+def test_windows_find_what_sentences_find_at_window_and_line_edges(gated, sentences):
+    # Each case once broke a window rule: a name in a one-name line (a trailing newline changes the
+    # model's output), a place right before the final stop, a window cut inside a sentence (the model
+    # found "mandolin coda" at the cut), lines whose windows touch (must not merge across a line).
+    texts = ["Tiffany Kilfoyle\nNera Economic Consulting\n74 106 Kate Edger Place, BINSTED, Vatican City\n69 987 88 37",
+             "The Princess Royal arrived at Nugeri this morning from Niger.",
+             "A great song made even greater by a mandolin coda (not by Janice Brkić MD).",
+             "Taylor Barabás\nAreavibes Inc\n27 2279 President St\nGleniti\n, nan\n Canada 32586"]
+    assert gated.spans_batch(texts) == sentences.spans_batch(texts)
+
+
+def test_window_ranges_merge_overlaps_and_stay_in_their_line():
+    far = " and then the rain came down on the fields for many long hours"
+    text = "Anna Keller came." + far + ", said Bob Okafor and Lena Wang.\nOmar Haddad wrote."
+    pieces = window_ranges(text)
+    assert [text[s:e] for s, e, *_ in pieces][1:] == [
+        "many long hours, said Bob Okafor and Lena Wang.\n",  # both names' windows overlap: one piece; to the line's end
+        "Omar Haddad wrote."]
+    s, e, zs, ze = pieces[0]
+    assert s == zs == 0 and text[s:e].startswith("Anna Keller came.") and len(text[s:e].split()) == 2 + WINDOW_CONTEXT
+    assert text[ze:].startswith(" came.")  # a cut end: only the name is the zone
+    assert all(s <= zs < ze <= e and "\n" not in text[s:e].rstrip("\n") for s, e, zs, ze in pieces)
+
+
+def test_window_spans_map_back_to_document_offsets(gated):
+    # Names at the text's start (window edge = piece edge), deep into a long line (a cut window),
+    # and two names whose windows overlap; offsets are checked against the document itself.
+    names = {"Maria Keller", "Priya Patel", "James Johnson", "Olivia Brown"}
+    text = ("Maria Keller planted the beans. " + PROSE * 4 + "In the end Priya Patel and James Johnson "
+            "carried the baskets home. " + PROSE + "the last of the bread went to Olivia Brown")
+    found = {text[s:e] for s, e, ent, _ in gated.spans_batch([text, PROSE])[0] if ent == "PERSON"}
+    assert found == names
 
 
 def test_phone_offsets_right_far_into_a_long_text(gated):
@@ -69,3 +113,5 @@ def test_candidate_ranges_skip_nameless_sentences_and_merge_within_a_paragraph()
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ValueError, match="pii_model"):
         PIIRedactor(model="no_such_spacy_model")
+    with pytest.raises(ValueError, match="pii_ner"):
+        PIIRedactor(ner="sentences")
