@@ -181,7 +181,7 @@ def extraction_quality(quick: bool) -> dict:
     on the English real pages, 29 were content (blog posts after the first on a blog's home page,
     publication lists, news items, table rows) and 1 a call to action; sampled one line per page, 23 of 30
     were content and 7 boilerplate (contact line, "< Back to Blog", section titles, post tags, and an HTTP
-    chunk-size prefix leaked into a title). The 40 lines the class/id pruning removed there were all site
+    chunk-size prefix leaked into a title; the reader now removes chunked framing). The 40 lines the class/id pruning removed there were all site
     furniture (navigation cards, a newsletter box, a search bar, a share count, and a footer widget of a
     researcher's recent talks: informative, but the same on every page of the site)."""
     from pipeline.acquire.democrawl import generate_pages
