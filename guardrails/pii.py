@@ -184,9 +184,9 @@ def nlp_engine_class():
     class NerOnlySpacyEngine(SpacyNlpEngine):
         """spaCy's `ner` component only, optionally on candidate sentences only."""
 
-        def __init__(self, *a, gated: bool, run_ner: bool, **kw):
+        def __init__(self, *a, ner: str, run_ner: bool, **kw):
             super().__init__(*a, **kw)
-            self.gated, self.run_ner = gated, run_ner
+            self.ner, self.run_ner = ner, run_ner
 
         def process_text(self, text, language):
             from spacy.util import filter_spans
@@ -194,7 +194,7 @@ def nlp_engine_class():
             nlp = self.nlp[language]
             doc = quick_doc(nlp.vocab, text)
             if self.run_ner:
-                ranges = name_candidate_spans(text) if self.gated else [(0, len(text))]
+                ranges = name_candidate_spans(text) if self.ner == "gated" else [(0, len(text))]
                 found = []
                 subdocs = nlp.get_pipe("ner").pipe(nlp.make_doc(text[s:e]) for s, e in ranges)
                 for (s, _), sub in zip(ranges, subdocs, strict=True):
@@ -313,7 +313,7 @@ def build_analyzer_engine(spacy_model: str, ner: str, entities, *, engine_class=
     engine = (engine_class or nlp_engine_class())(
         models=[{"lang_code": "en", "model_name": spacy_model}],
         ner_model_configuration=NerModelConfiguration.from_dict(NER_MODEL_CONFIGURATION),
-        gated=ner == "gated", run_ner=use_ner)
+        ner=ner, run_ner=use_ner)
     engine.load()
     registry = RecognizerRegistry(supported_languages=["en"])
     for entity in entities:

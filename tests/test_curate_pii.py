@@ -18,41 +18,41 @@ ENTITIES = ["PERSON", "LOCATION", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"
 
 
 @pytest.fixture(scope="module")
-def gated():
-    """The default redactor (NER on windows); the name is kept from when gated was the default."""
+def redactor():
+    """The default redactor (NER on windows around name candidates)."""
     return PIIRedactor(entities=ENTITIES)
 
 
 @pytest.fixture(scope="module")
-def sentences():
+def gated():
     return PIIRedactor(entities=ENTITIES, ner="gated")
 
 
-def test_names_and_contacts_removed_counts_by_type_only(gated):
+def test_names_and_contacts_removed_counts_by_type_only(redactor):
     text = PROSE + "Yesterday we met Maria Keller in the park. Mail her at maria.k@mailbox.org or call (212) 555-0142."
-    out, counts = gated.redact(text)
+    out, counts = redactor.redact(text)
     assert "Maria Keller" not in out and "mailbox.org" not in out and "555-0142" not in out
     assert counts == {"PERSON": 1, "EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
     assert out.startswith(PROSE)  # sentences without names come through untouched
 
 
-def test_batch_equals_one_by_one_and_handles_empty(gated):
+def test_batch_equals_one_by_one_and_handles_empty(redactor):
     texts = [PROSE + "Ask Priya Patel about it.", "", "no capitals here at all, just words.",
              "Dr. Wijtze called from 4111 1111 1111 1111? " + PROSE, PROSE * 3 + "James Johnson wrote back."]
-    batch = gated.redact_batch(texts)
-    assert batch == [gated.redact(t) for t in texts]
+    batch = redactor.redact_batch(texts)
+    assert batch == [redactor.redact(t) for t in texts]
     assert batch[1] == ("", {}) and batch[2][1] == {}
     assert "Priya Patel" not in batch[0][0] and "Wijtze" not in batch[3][0] and "James Johnson" not in batch[4][0]
 
 
-def test_gated_finds_what_full_ner_finds_on_capitalised_names(gated, sentences):
-    full = PIIRedactor(entities=sorted(gated.entities), ner="full")
+def test_windows_and_sentences_find_what_full_ner_finds_on_capitalised_names(redactor, gated):
+    full = PIIRedactor(entities=sorted(redactor.entities), ner="full")
     texts = [PROSE + f"Last week {name} visited the old harbour. " + PROSE
              for name in ("Olivia Brown", "Lucas Dubois", "Noah Smith")]
-    assert gated.redact_batch(texts) == full.redact_batch(texts) == sentences.redact_batch(texts)
+    assert redactor.redact_batch(texts) == full.redact_batch(texts) == gated.redact_batch(texts)
 
 
-def test_windows_find_what_sentences_find_at_window_and_line_edges(gated, sentences):
+def test_windows_find_what_sentences_find_at_window_and_line_edges(redactor, gated):
     # Each case once broke a window rule: a name in a one-name line (a trailing newline changes the
     # model's output), a place right before the final stop, a window cut inside a sentence (the model
     # found "mandolin coda" at the cut), lines whose windows touch (must not merge across a line).
@@ -60,7 +60,7 @@ def test_windows_find_what_sentences_find_at_window_and_line_edges(gated, senten
              "The Princess Royal arrived at Nugeri this morning from Niger.",
              "A great song made even greater by a mandolin coda (not by Janice Brkić MD).",
              "Taylor Barabás\nAreavibes Inc\n27 2279 President St\nGleniti\n, nan\n Canada 32586"]
-    assert gated.spans_batch(texts) == sentences.spans_batch(texts)
+    assert redactor.spans_batch(texts) == gated.spans_batch(texts)
 
 
 def test_window_ranges_merge_overlaps_and_stay_in_their_line():
@@ -76,28 +76,28 @@ def test_window_ranges_merge_overlaps_and_stay_in_their_line():
     assert all(s <= zs < ze <= e and "\n" not in text[s:e].rstrip("\n") for s, e, zs, ze in pieces)
 
 
-def test_window_spans_map_back_to_document_offsets(gated):
+def test_window_spans_map_back_to_document_offsets(redactor):
     # Names at the text's start (window edge = piece edge), deep into a long line (a cut window),
     # and two names whose windows overlap; offsets are checked against the document itself.
     names = {"Maria Keller", "Priya Patel", "James Johnson", "Olivia Brown"}
     text = ("Maria Keller planted the beans. " + PROSE * 4 + "In the end Priya Patel and James Johnson "
             "carried the baskets home. " + PROSE + "the last of the bread went to Olivia Brown")
-    found = {text[s:e] for s, e, ent, _ in gated.spans_batch([text, PROSE])[0] if ent == "PERSON"}
+    found = {text[s:e] for s, e, ent, _ in redactor.spans_batch([text, PROSE])[0] if ent == "PERSON"}
     assert found == names
 
 
-def test_phone_offsets_right_far_into_a_long_text(gated):
+def test_phone_offsets_right_far_into_a_long_text(redactor):
     # Presidio's phonenumbers recognizer sees only windows around digit runs; offsets must map back.
     text = PROSE * 20 + "The office line is +44 20 7946 0958 on weekdays."
-    results = gated.analyzer.analyze_iterator([text], language="en", entities=["PHONE_NUMBER"])[0]
+    results = redactor.analyzer.analyze_iterator([text], language="en", entities=["PHONE_NUMBER"])[0]
     start = text.index("+44")
     assert results and all(start <= r.start and r.end <= start + 16 for r in results)
     assert "+44 20 7946 0958" in {text[r.start:r.end] for r in results}
 
 
-def test_actor_batch_format_and_no_values_in_counts(gated):
+def test_actor_batch_format_and_no_values_in_counts(redactor):
     batch = {"text": np.array(["Call Emma Rossi on (617) 555-0199.", PROSE], dtype=object)}
-    out = gated(batch)
+    out = redactor(batch)
     counts = [json.loads(c) for c in out["pii_counts"]]
     assert counts[0] == {"PERSON": 1, "PHONE_NUMBER": 1} and counts[1] == {}
     assert list(out["pii_total"]) == [2, 0]

@@ -123,16 +123,15 @@ Sign up now and never miss a post.</div></div></div>
 def real_html_pages() -> list[tuple[str, str]]:
     """(url, decoded HTML) of the distinct 2xx HTML records in the WARCs under ../shared/data/web (several
     test WARCs repeat warcfile.warc.gz's records); [] when absent."""
-    from pipeline.curate.extract import TEXTUAL, decode
+    from pipeline.curate.extract import HtmlExtractor
     from pipeline.curate.readers import read_file
 
     pages: dict[tuple[str, bytes], str] = {}
     for f in sorted(glob.glob(str(WEB / "**" / "*.warc.gz"), recursive=True)):
         for d, _reason in read_file(f, 2_000_000):
-            ctype = ((d or {}).get("content_type") or "").split(";")[0].strip()
-            if (d and d.get("kind") == "html" and ctype.startswith(TEXTUAL) and ctype != "text/plain"
-                    and 200 <= d.get("status", 200) < 300 and (d.get("raw") or b"").strip()):
-                pages.setdefault((d["url"], d["raw"]), decode(d["raw"]))
+            html, _why, is_html = HtmlExtractor.page(d) if d else (None, "", False)
+            if is_html:
+                pages.setdefault((d["url"], d["raw"]), html)
     return [(url, h) for (url, _), h in pages.items()]
 
 

@@ -167,21 +167,31 @@ class HtmlExtractor(Step):
     def __init__(self, extractor: str = "resiliparse", timeout_s: float = 10.0):
         self.extractor, self.timeout_s = extractor, timeout_s
 
-    def __call__(self, doc):
-        raw: bytes = doc.pop("raw", b"") or b""
+    @staticmethod
+    def page(doc) -> tuple[str | None, str, bool]:
+        """(decoded text, "", whether it is HTML to extract) of a record, or (None, reason, False) for one
+        set aside: an HTTP error, an empty, non-textual, binary or undecodable body."""
+        raw: bytes = doc.get("raw") or b""
         if doc.get("status", 200) and not 200 <= doc.get("status", 200) < 300:
-            return False, "http_status"
+            return None, "http_status", False
         if not raw.strip():
-            return False, "empty_record"
+            return None, "empty_record", False
         ctype = (doc.get("content_type") or "").split(";")[0].strip()
         if not ctype.startswith(TEXTUAL):
-            return False, "non_html"
+            return None, "non_html", False
         if b"\x00" in raw[:4096]:
-            return False, "binary"
+            return None, "binary", False
         text = decode(raw)
         if text.count("\ufffd") > max(10, len(text) // 100):
-            return False, "bad_encoding"
-        if doc.get("kind") == "html" and ctype != "text/plain":
+            return None, "bad_encoding", False
+        return text, "", doc.get("kind") == "html" and ctype != "text/plain"
+
+    def __call__(self, doc):
+        text, reason, is_html = self.page(doc)
+        doc.pop("raw", None)
+        if text is None:
+            return False, reason
+        if is_html:
             try:
                 text = _with_timeout(lambda: extract_html(text, self.extractor), self.timeout_s)
             except ExtractTimeout:

@@ -159,14 +159,13 @@ def ner_ranges(text: str, mode: str) -> list[tuple[int, int, int, int]]:
     return [(s, e, s, e) for s, e in (candidate_ranges(text) if mode == "gated" else [(0, len(text))])]
 
 
-def _batch_engine_class(mode: str):
+def _batch_engine_class():
     from presidio_analyzer.nlp_engine import NlpArtifacts
     from spacy.util import filter_spans
 
     class CandidateNerEngine(nlp_engine_class()):
-        """The guard's NER-only spaCy engine, batched over many documents (`ner.pipe`)."""
-
-        ner_mode = mode
+        """The guard's NER-only spaCy engine, batched over many documents (`ner.pipe`), NER where
+        `self.ner` (window, gated or full) says."""
 
         def load(self):
             import spacy
@@ -184,7 +183,7 @@ def _batch_engine_class(mode: str):
                 raise ValueError("CandidateNerEngine.process_batch takes plain texts, not (text, context) tuples")
             nlp = self.nlp[language]
             texts = [str(t) for t in texts]
-            ranges = [ner_ranges(t, self.ner_mode) if self.run_ner else [] for t in texts]
+            ranges = [ner_ranges(t, self.ner) if self.run_ner else [] for t in texts]
             pieces = (nlp.make_doc(t[s:e]) for t, rs in zip(texts, ranges, strict=True) for s, e, *_ in rs)
             subdocs = iter(nlp.get_pipe("ner").pipe(pieces, batch_size=NER_BATCH))
             for text, rs in zip(texts, ranges, strict=True):
@@ -213,7 +212,7 @@ def build_analyzer(model: str, entities: set[str], ner: str):
     """A Presidio BatchAnalyzerEngine: the guard's analyzer with the batched engine and windowed phones."""
     from presidio_analyzer import BatchAnalyzerEngine
 
-    return BatchAnalyzerEngine(build_analyzer_engine(model, ner, entities, engine_class=_batch_engine_class(ner),
+    return BatchAnalyzerEngine(build_analyzer_engine(model, ner, entities, engine_class=_batch_engine_class(),
                                                      phone_window=PHONE_WINDOW, model_field="pii_model"))
 
 

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import sys
-import zlib
 from collections.abc import Iterator
 
 from pipeline.errors import StageError
@@ -165,42 +164,23 @@ def _payload_doc(path, idx, url, record_id, body: bytes, ctype: str, status: int
             "raw": body, "content_type": ctype.lower(), "status": status, "kind": kind}
 
 
-def dechunk(body: bytes) -> bytes | None:
-    """An HTTP/1.1 chunked body decoded, or None when `body` is not in chunked framing (some crawlers
-    store the decoded payload but keep the header). A body cut off mid-chunk keeps what arrived."""
-    out, i = [], 0
-    while True:
-        j = body.find(b"\n", i)
-        if j < 0:
-            return b"".join(out) if out else None
-        try:
-            n = int(body[i:j].split(b";")[0].strip(), 16)
-        except ValueError:
-            return None
-        if n == 0:
-            return b"".join(out)
-        out.append(body[j + 1:j + 1 + n])
-        i = j + 1 + n
-        i += 2 if body[i:i + 2] == b"\r\n" else 1 if body[i:i + 1] == b"\n" else 0
-        if i >= len(body):
-            return b"".join(out)
-
-
 def http_payload(body: bytes, transfer_encoding: str, content_encoding: str) -> bytes:
-    """The entity body as the server meant it: chunked framing removed and gzip/deflate undone (warcio's
-    `content_stream()` does this; fastwarc hands over the raw bytes, whose chunk sizes leak into the text
-    otherwise). A body that does not decode stays as stored and the later steps judge it."""
-    if "chunked" in transfer_encoding.lower():
-        plain = dechunk(body)
-        body = body if plain is None else plain
-    ce = content_encoding.lower().strip()
-    if ce in ("gzip", "x-gzip", "deflate"):
-        try:
-            # wbits 47: gzip or zlib header detected; raw deflate (some servers' "deflate") needs -15.
-            body = zlib.decompressobj(47 if ce != "deflate" or body[:1] == b"x" else -15).decompress(body)
-        except zlib.error:
-            pass
-    return body
+    """The entity body as the server meant it: chunked framing removed and gzip/deflate/br undone, by the
+    readers warcio's `content_stream()` uses (fastwarc hands over the raw bytes, whose chunk sizes would
+    leak into the text). The raw bytes are read first so a clipped record is still told by its length;
+    a body that does not decode stays as stored and the later steps judge it."""
+    from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
+
+    decomp = content_encoding.lower().strip() or None
+    decomp = decomp if decomp in BufferedReader.get_supported_decompressors() else None
+    chunked = transfer_encoding.lower().strip() == "chunked"
+    if not chunked and decomp is None:
+        return body
+    try:
+        reader = ChunkedDataReader if chunked else BufferedReader
+        return reader(io.BytesIO(body), decomp_type=decomp).read()
+    except Exception:  # zlib/brotli raise their own types on broken streams
+        return body
 
 
 def _read_fastwarc(f, path: str, max_bytes: int):
