@@ -122,6 +122,24 @@ def test_arithmetic_heldout_disjoint_deterministic_and_parseable():
         ar.make_problems(1, 0, ops="+x")
 
 
+@pytest.mark.parametrize("ops,lo,hi", [("+-", 0, 19), ("+-*/", 0, 9), ("/", 0, 12)])
+def test_heldout_pool_is_every_drawable_heldout_problem(ops, lo, hi):
+    from pipeline.train.evaluate import _heldout
+
+    pool = ar.heldout_pool(ops, lo, hi)
+    questions = {p["question"] for p in pool}
+    assert len(questions) == len(pool) > 0 and all(ar.is_heldout(q) for q in questions)
+    # Drawing as many distinct held-out problems as the pool holds finds exactly the pool ...
+    assert {p["question"] for p in ar.heldout_problems(len(pool), 1, ops, lo, hi)} == questions
+    for p in pool:
+        a, op, b = p["question"].removeprefix("What is ").rstrip("?").split()
+        assert p["answer"] == {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b),
+                               "/": int(a) // max(int(b), 1)}[op]
+    # ... and an evaluation asking for more than exist gets all of them, not a halved sample.
+    assert {p["question"] for p in _heldout(10 * len(pool), 0, ops, lo, hi)} == questions
+    assert len(_heldout(3, 0, ops, lo, hi)) == 3
+
+
 def test_identity_uses_configured_name_and_maker():
     convs = make_identity(30, 0, name="Zed", maker="Acme Labs", system="Be brief.")
     replies = " ".join(m["content"] for c in convs for m in c["messages"] if m["role"] == "assistant")

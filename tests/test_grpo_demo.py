@@ -8,6 +8,7 @@ from cluster.recipe import load_recipe, stage_configs
 
 
 def test_demo_grpo_heldout_is_the_sft_range_and_disjoint_from_sft_data(tmp_path):
+    from pipeline.chat.arithmetic import heldout_pool
     from pipeline.train.grpo import ProblemSource, heldout
     from pipeline.train.rl import arithmetic_defaults
     from pipeline.train.sft import build_conversations, chat_defaults
@@ -21,7 +22,10 @@ def test_demo_grpo_heldout_is_the_sft_range_and_disjoint_from_sft_data(tmp_path)
     assert arith == chat_defaults(sft)["arithmetic"] and system == sft.default_system()
 
     problems = heldout(grpo, arith)
-    assert problems == heldout(grpo, arith) and len(problems) >= 40  # the same set before and after
+    assert problems == heldout(grpo, arith)  # the same set before and after
+    # Every held-out problem of the range is measured (55 for `+ -`, 0..19), not a smaller sample.
+    pool = heldout_pool(arith["ops"], arith["lo"], arith["hi"])
+    assert len(problems) == min(grpo.eval_n, len(pool)) >= 50
     convs, _, _ = build_conversations(sft)
     seen = {m["content"] for c in convs for m in c["messages"] if m["role"] == "user"}
     assert not seen & {p["question"] for p in problems}

@@ -125,6 +125,25 @@ def heldout_problems(n: int, seed: int = 0, ops: str = "+-*", lo: int = 0, hi: i
     return _sample(n, seed, ops, lo, hi, heldout=True, unique=True)
 
 
+def heldout_pool(ops: str = "+-*", lo: int = 0, hi: int = 99) -> list[dict]:
+    """Every held-out problem `make_problems` could draw for ops/range (enumerated: small ranges only)."""
+    _check(ops, lo, hi)
+    if (hi - lo + 1) ** 2 * len(ops) > 4_000_000:
+        raise ValueError(f"lo/hi: the range {lo}..{hi} is too large to enumerate; draw with heldout_problems")
+    out, seen = [], set()
+    for op in ops:
+        for a in range(lo, hi + 1):
+            for b in range(lo, hi + 1):
+                if op == "-" and a < b or op == "/" and b < max(lo, 1):
+                    continue
+                x = a * b if op == "/" else a  # division draws the quotient and the divisor
+                q = f"What is {x} {op} {b}?"
+                if q not in seen and is_heldout(q):
+                    seen.add(q)
+                    out.append({"question": q, "answer": {"+": x + b, "-": x - b, "*": x * b, "/": a}[op]})
+    return out
+
+
 def prompt_messages(problem: dict, system: str | None = None) -> list[dict]:
     """The conversation up to the question (for sampling a reply in eval and RL)."""
     msgs = [{"role": "system", "content": system}] if system else []

@@ -161,15 +161,17 @@ def _model_defaults(path: str) -> dict:
 
 
 def _heldout(n: int, seed: int, ops: str, lo: int, hi: int) -> list[dict]:
-    """Up to `n` held-out problems: small ranges have fewer, so take what exists."""
-    from pipeline.chat.arithmetic import heldout_problems
+    """Up to `n` held-out problems: a small range has fewer, so it gives all it has."""
+    import random
 
-    while n > 1:
-        try:
-            return heldout_problems(n, seed, ops, lo, hi)
-        except ValueError:
-            n //= 2
-    return heldout_problems(1, seed, ops, lo, hi)
+    from pipeline.chat.arithmetic import heldout_pool, heldout_problems
+
+    try:
+        return heldout_problems(n, seed, ops, lo, hi)
+    except ValueError:
+        pool = heldout_pool(ops, lo, hi)
+        random.Random(seed).shuffle(pool)
+        return pool[:n]
 
 
 def _val_conversations(cfg: EvalConfig, path: str, defaults: dict) -> tuple[list[dict], str]:
