@@ -77,6 +77,10 @@ def _draw(rng: random.Random, ops: str, lo: int, hi: int) -> dict:
             return _draw(rng, ops.replace("/", "") or "+", lo, hi)
         b = rng.randint(max(lo, 1), hi)
         a = b * rng.randint(lo, hi)
+    return _problem(a, op, b)
+
+
+def _problem(a: int, op: str, b: int) -> dict:
     answer = {"+": a + b, "-": a - b, "*": a * b}[op] if op != "/" else a // b
     return {"question": f"What is {a} {op} {b}?", "answer": answer}
 
@@ -130,18 +134,16 @@ def heldout_pool(ops: str = "+-*", lo: int = 0, hi: int = 99) -> list[dict]:
     _check(ops, lo, hi)
     if (hi - lo + 1) ** 2 * len(ops) > 4_000_000:
         raise ValueError(f"lo/hi: the range {lo}..{hi} is too large to enumerate; draw with heldout_problems")
-    out, seen = [], set()
+    out: dict[str, dict] = {}
     for op in ops:
         for a in range(lo, hi + 1):
             for b in range(lo, hi + 1):
                 if op == "-" and a < b or op == "/" and b < max(lo, 1):
                     continue
-                x = a * b if op == "/" else a  # division draws the quotient and the divisor
-                q = f"What is {x} {op} {b}?"
-                if q not in seen and is_heldout(q):
-                    seen.add(q)
-                    out.append({"question": q, "answer": {"+": x + b, "-": x - b, "*": x * b, "/": a}[op]})
-    return out
+                p = _problem(a * b if op == "/" else a, op, b)  # division draws quotient and divisor
+                if is_heldout(p["question"]):
+                    out.setdefault(p["question"], p)
+    return list(out.values())
 
 
 def prompt_messages(problem: dict, system: str | None = None) -> list[dict]:
