@@ -104,6 +104,12 @@ def test_packing_best_fit_loses_nothing_and_restarts_positions(tok):
     assert sorted(i for b in bins for i in b) == list(range(5)) and len(bins) == 2
 
 
+def _worked_out(question: str) -> int:
+    """The answer to "What is A op B?", computed here independently of the generator."""
+    a, op, b = question.removeprefix("What is ").rstrip("?").split()
+    return {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b), "/": int(a) // max(int(b), 1)}[op]
+
+
 def test_arithmetic_heldout_disjoint_deterministic_and_parseable():
     train = ar.make_problems(3000, seed=1, ops="+-*/", lo=0, hi=30)
     held = ar.heldout_problems(50, seed=1, ops="+-*/", lo=0, hi=30)
@@ -111,9 +117,7 @@ def test_arithmetic_heldout_disjoint_deterministic_and_parseable():
     assert ar.make_problems(20, 3) == ar.make_problems(20, 3) != ar.make_problems(20, 4)
     assert len({p["question"] for p in held}) == 50
     for p in train[:200] + held:
-        a, op, b = p["question"].removeprefix("What is ").rstrip("?").split()
-        assert p["answer"] == {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b),
-                               "/": int(a) // max(int(b), 1)}[op] >= 0
+        assert p["answer"] == _worked_out(p["question"]) >= 0
         reply = ar.to_messages(p, system="S")[-1]["content"]
         assert ar.parse_answer(reply, strict=True) == p["answer"]
     assert ar.parse_answer("I think 7, no wait, 12") == 12
@@ -131,10 +135,7 @@ def test_heldout_pool_is_every_drawable_heldout_problem(ops, lo, hi):
     assert len(questions) == len(pool) > 0 and all(ar.is_heldout(q) for q in questions)
     # Drawing as many distinct held-out problems as the pool holds finds exactly the pool ...
     assert {p["question"] for p in ar.heldout_problems(len(pool), 1, ops, lo, hi)} == questions
-    for p in pool:
-        a, op, b = p["question"].removeprefix("What is ").rstrip("?").split()
-        assert p["answer"] == {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b),
-                               "/": int(a) // max(int(b), 1)}[op]
+    assert all(p["answer"] == _worked_out(p["question"]) for p in pool)
     # ... and an evaluation asking for more than exist gets all of them, not a halved sample.
     assert {p["question"] for p in _heldout(10 * len(pool), 0, ops, lo, hi)} == questions
     assert len(_heldout(3, 0, ops, lo, hi)) == 3

@@ -31,7 +31,7 @@ GSM8K_TEST = "../shared/data/math/test.jsonl"
 @dataclass(kw_only=True)
 class GRPOConfig(RLCommon):
     presets: ClassVar[dict[str, dict]] = {
-        # ~0.65 s/step on one CPU core: 700 steps fit the 10-minute budget of issue #8; the
+        # ~0.7 s/step on one CPU core: 700 steps fit the 10-minute budget of issue #8; the
         # held-out gain keeps growing to the end (150 steps: +6..+16 points, 700: +16..+36).
         "tiny": {"max_steps": 700, "prompts_per_step": 32, "group_size": 8, "max_new_tokens": 12,
                  "minibatch_size": 64, "lr": 1e-4, "eval_n": 100, "checkpoint_every": 100, "kl_coef": 0.0,
