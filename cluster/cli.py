@@ -12,12 +12,16 @@ naming the problem and exits non-zero; set D2D_DEBUG=1 for the traceback.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 import traceback
+import types
+import typing
 from typing import Any
 
 from cluster.config import (
@@ -70,62 +74,82 @@ class Parsed:
     help: bool = False
 
 
-def parse_stage_args(stage: Stage, cls: type, argv: list[str]) -> Parsed:
-    """Parse `argv` for `stage`; options name config fields, positionals fill stage.positionals."""
-    fields = config_fields(cls)
-    hints = {k: f.type for k, f in fields.items()}
-    out = Parsed()
-    sets: list[str] = []
-    positionals: list[str] = []
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, our wording) instead of printing and exiting."""
+
+    def error(self, message: str):
+        m = re.match(r"argument (\S+?)(?:/\S+)?: expected one argument", message)
+        raise UsageError(f"{m.group(1)} needs a value" if m else message)
+
+
+_BOOL_WORDS = ("true", "false", "1", "0", "yes", "no", "on", "off")
+
+
+def _is_bool(tp: Any) -> bool:
+    return tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in typing.get_args(tp))
+
+
+def stage_parser(stage: Stage, cls: type) -> _Parser:
+    """The stage's argparse parser, generated from its config dataclass: one option per field
+    (`--vocab-size` and `--vocab_size`), `--no-FLAG` for booleans, `--config`, `--set`,
+    `--address`, and the stage's positionals. Values stay strings; `build_config` types them."""
+    parser = _Parser(prog=f"d2d {stage.name}", add_help=False, allow_abbrev=False)
+    parser.add_argument("-h", "--help", action="store_true", dest="_help")
+    parser.add_argument("--config", dest="_config")
+    parser.add_argument("--set", action="append", default=[], dest="_set")
+    parser.add_argument("--address", dest="_address")
+    hints = typing.get_type_hints(cls)
+    for name in config_fields(cls):
+        flags = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"])
+        if _is_bool(hints[name]):
+            parser.add_argument(*flags, dest=name, nargs="?", const="true", default=argparse.SUPPRESS)
+            neg = dict.fromkeys([f"--no-{name.replace('_', '-')}", f"--no_{name}"])
+            parser.add_argument(*neg, dest=name, action="store_const", const="false", default=argparse.SUPPRESS)
+        else:
+            parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS)
+    for name in stage.positionals:
+        parser.add_argument(f"_pos_{name}", nargs="?", default=argparse.SUPPRESS)
+    return parser
+
+
+def _bool_values_attached(argv: list[str], bool_flags: set[str]) -> list[str]:
+    """`--flag VALUE` keeps VALUE only when it is a boolean word, so `--json TEXT` leaves TEXT
+    positional: argparse's optional value would swallow any word."""
+    out: list[str] = []
     i = 0
     while i < len(argv):
-        arg = argv[i]
-
-        def value(arg: str = arg, i: int = i) -> str:  # bound now: called within this iteration
-            if "=" in arg:
-                return arg.split("=", 1)[1]
-            if i + 1 >= len(argv):
-                raise UsageError(f"{arg.split('=')[0]} needs a value")
-            return argv[i + 1]
-
-        step = 1 if "=" in arg else 2
-        if arg in ("-h", "--help"):
-            out.help = True
-            step = 1
-        elif arg == "--":
-            positionals.extend(argv[i + 1 :])
+        a = argv[i]
+        if a == "--":
+            out.extend(argv[i:])
             break
-        elif arg.startswith("--config"):
-            out.config = value()
-        elif arg.startswith("--set"):
-            sets.append(value())
-        elif arg.startswith("--address"):
-            out.address = value()
-        elif arg.startswith("--"):
-            name = arg[2:].split("=", 1)[0].replace("-", "_")
-            negated = name.startswith("no_") and name[3:] in fields and "bool" in str(hints[name[3:]])
-            if negated:
-                out.overrides[name[3:]] = False
-                step = 1
-            elif name not in fields:
-                raise unknown_key_error(cls, name)
-            elif "bool" in str(hints[name]) and "=" not in arg and (
-                i + 1 >= len(argv) or argv[i + 1].startswith("--") or argv[i + 1].lower() not in (
-                    "true", "false", "1", "0", "yes", "no", "on", "off")
-            ):
-                out.overrides[name] = True
-                step = 1
-            else:
-                out.overrides[name] = value()
-        else:
-            positionals.append(arg)
-            step = 1
-        i += step
-    if len(positionals) > len(stage.positionals):
-        extra = positionals[len(stage.positionals) :]
-        raise UsageError(f"unexpected argument(s): {' '.join(extra)}")
-    for name, v in zip(stage.positionals, positionals, strict=False):  # fewer positionals is fine
-        out.overrides[name] = v
+        if a in bool_flags and i + 1 < len(argv) and argv[i + 1].lower() in _BOOL_WORDS:
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a if a not in bool_flags else f"{a}=true")
+        i += 1
+    return out
+
+
+def parse_stage_args(stage: Stage, cls: type, argv: list[str]) -> Parsed:
+    """Parse `argv` for `stage`; options name config fields, positionals fill stage.positionals."""
+    parser = stage_parser(stage, cls)
+    hints = typing.get_type_hints(cls)
+    bool_flags = {f"--{n}" for n in config_fields(cls) if _is_bool(hints[n])}
+    bool_flags |= {f.replace("_", "-") for f in bool_flags}
+    ns, rest = parser.parse_known_intermixed_args(_bool_values_attached(argv, bool_flags))
+    for arg in rest:
+        if arg.startswith("--"):
+            raise unknown_key_error(cls, arg[2:].split("=", 1)[0].replace("-", "_"))
+    if rest:
+        raise UsageError(f"unexpected argument(s): {' '.join(a for a in rest if a != '--')}")
+    values = vars(ns)
+    out = Parsed(config=values.pop("_config"), address=values.pop("_address"), help=values.pop("_help"))
+    sets = values.pop("_set")
+    for name in stage.positionals:
+        if f"_pos_{name}" in values:
+            out.overrides[name] = values.pop(f"_pos_{name}")
+    out.overrides.update(values)
     out.overrides.update(parse_set(sets))
     return out
 

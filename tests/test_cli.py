@@ -70,3 +70,45 @@ def test_console_script_end_to_end():
     r = subprocess.run([*D2D, "bench", "--set", "no_such_key=1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "no_such_key" in r.stderr and "Traceback" not in r.stderr
+
+
+def _parsed(stage: str, argv: list[str]):
+    from cluster.cli import parse_stage_args
+
+    return parse_stage_args(STAGES[stage], STAGES[stage].load_config_class(), argv)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_field_is_an_option_of_the_generated_parser(stage):
+    from cluster.cli import stage_parser
+
+    cls = STAGES[stage].load_config_class()
+    options = {o for a in stage_parser(STAGES[stage], cls)._actions for o in a.option_strings}
+    for name in config_fields(cls):
+        assert {f"--{name}", f"--{name.replace('_', '-')}"} <= options
+
+
+@pytest.mark.parametrize(
+    "stage, argv, overrides",
+    [
+        ("tokenizer", ["--vocab-size", "2048", "--run_dir=/x"], {"vocab_size": "2048", "run_dir": "/x"}),
+        ("bench", ["--quick", "curate"], {"quick": "true", "target": "curate"}),
+        ("bench", ["--quick", "off", "curate"], {"quick": "off", "target": "curate"}),
+        ("bench", ["--no-quick"], {"quick": "false"}),
+        # A boolean flag before a positional leaves the positional alone.
+        ("guard", ["scan", "--json", "some text", "--stage", "output"],
+         {"action": "scan", "text": "some text", "json": "true", "stage": "output"}),
+        ("guard", ["scan", "--", "--text that starts with dashes"],
+         {"action": "scan", "text": "--text that starts with dashes"}),
+        ("tokenizer", ["--set", "vocab_size=512", "--set", "min-frequency=3"], {"vocab_size": "512", "min_frequency": "3"}),
+    ],
+)
+def test_generated_parser_forms(stage, argv, overrides):
+    assert _parsed(stage, argv).overrides == overrides
+
+
+def test_generated_parser_rejects_abbreviations_naming_the_field():
+    from cluster.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown config key 'vocab'.*did you mean 'vocab_size'"):
+        _parsed("tokenizer", ["--vocab", "5"])
