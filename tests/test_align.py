@@ -99,7 +99,8 @@ def test_dpo_on_pairs_built_by_the_critic(reward_run, tmp_path):
     constitution = tmp_path / "constitution.yaml"
     constitution.write_text("name: test\nprinciples:\n  - text: prefer what the reward model prefers\n"
                             "    scorer: reward_model\n    weight: 1.0\n  - text: no secrets\n"
-                            "    scorer: guard:secrets\n    weight: 1.0\n")
+                            "    scorer: guard:secrets\n    weight: 1.0\n  - text: choose the more helpful reply\n"
+                            "    scorer: judge\n    weight: 1.0\n")
     cfg = build_config(DPOConfig, "tiny", {**FAST, "run_dir": str(reward_run), "pairs": str(reward_run / "pairs.jsonl"),
                                            "pairs_from_critic": True, "critic_prompts": 16, "critic_margin": 0.0,
                                            "constitution": str(constitution), "max_steps": 3, "batch_size": 4,
@@ -108,6 +109,7 @@ def test_dpo_on_pairs_built_by_the_critic(reward_run, tmp_path):
     ev = _artifacts(reward_run / "dpo", ("heldout_reward_accuracy",))
     critic = ev["data"]["critic"]
     assert critic["constitution"] == "test" and critic["prompts"] == 16
+    assert critic["scorers"] == ["guard:secrets", "judge", "reward_model"]
     assert critic["pairs"] + sum(critic["set_aside"].values()) == 16
     assert out["heldout_reward_accuracy"] == ev["heldout_reward_accuracy"]
 

@@ -87,15 +87,35 @@ def test_greedy_sampling_is_deterministic_and_stops(tiny_lm):
 def test_critic_choice_and_constitution(tmp_path):
     from pipeline.train.critic import choose, load_constitution
 
-    pair, _ = choose([{"role": "user", "content": "q"}], "a", "b", 0.1, 0.9, margin=0.05)
+    pair, _ = choose([{"role": "user", "content": "q"}], "a", "b", -0.8, margin=0.05)
     assert pair.chosen == "b" and pair.rejected == "a"
-    assert choose([], "a", "b", 0.5, 0.52, margin=0.05) == (None, "critic_tie")
-    assert choose([], "same", "same ", 0.0, 1.0, margin=0.05) == (None, "identical_replies")
-    assert {p["scorer"] for p in load_constitution()["principles"]} >= {"reward_model"}
+    assert choose([], "a", "b", 0.02, margin=0.05) == (None, "critic_tie")
+    assert choose([], "same", "same ", 1.0, margin=0.05) == (None, "identical_replies")
+    assert {p["scorer"] for p in load_constitution()["principles"]} >= {"judge", "reward_model"}
     bad = tmp_path / "c.yaml"
     bad.write_text("principles:\n  - text: x\n    scorer: vibes\n")
     with pytest.raises(ValueError, match="scorer"):
         load_constitution(str(bad))
+    bad.write_text("principles:\n  - text: ' '\n    scorer: judge\n")
+    with pytest.raises(ValueError, match="judged by its text"):
+        load_constitution(str(bad))
+
+
+def test_constitutional_judge_reads_the_principle_and_ignores_reply_order(tiny_lm, tmp_path):
+    from pipeline.train.critic import ConstitutionalJudge, judge_messages
+
+    model, tok = tiny_lm
+    model.save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    judge = ConstitutionalJudge(str(tmp_path / "judge"))
+    prompts = [[{"role": "user", "content": "How do I bake bread?"}]] * 2
+    a, b = ["Mix flour, water and yeast, then bake.", "No."], ["No.", "Knead the dough and bake it hot."]
+    principle = "Choose the reply that answers the question helpfully."
+    assert principle in judge_messages(principle, prompts[0], a[0], b[0])[0]["content"]
+    ab = judge.prefer(principle, prompts, a, b)
+    assert ab == [-x for x in judge.prefer(principle, prompts, b, a)]  # position of a reply does not count
+    assert all(-1 <= x <= 1 for x in ab) and ab[0] != 0
+    assert judge.prefer("Choose the shorter reply, whatever it says.", prompts, a, b) != ab  # the text is read
 
 
 def test_configs_name_the_bad_field():

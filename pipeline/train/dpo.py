@@ -9,7 +9,7 @@ pair are computed once, up front, by the reference-model actor. Metrics on train
 held-out pairs: implicit reward margin and accuracy, chosen/rejected log-probs;
 RUN/dpo/eval.json holds `heldout_reward_accuracy`. With `--pairs-from-critic` the
 pairs come from `pipeline.train.critic` (two sampled replies per prompt, a critic
-built from the reward model, guardrail scores and a constitution file picks one).
+that judges each pair by the principles of a constitution file picks one).
 """
 
 from __future__ import annotations
@@ -61,12 +61,14 @@ class DPOConfig(WithReference):
     """Reward model folder for the critic; empty: RUN/reward."""
     constitution: str = ""
     """Constitution YAML for the critic (principles → scorer, weight); empty: the built-in one."""
+    judge_model: str = ""
+    """Chat model folder that judges pairs by the constitution's `judge` principles; empty: the policy (`init`)."""
     critic_margin: float = 0.05
     """Critic score difference below which a sampled pair is a tie and set aside."""
     critic_temperature: float = 1.0
     """Sampling temperature of the two candidate replies."""
     critic_num_cpus: float = 0.5
-    """CPUs of the critic's reward-model actor (the reference actor samples the candidates)."""
+    """CPUs of each critic actor: the reward model and the judge (the reference actor samples the candidates)."""
 
     def __post_init__(self):
         super().__post_init__()
