@@ -82,9 +82,11 @@ class ConstitutionalJudge:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from pipeline.runfs import local_path
         from pipeline.tokenizer import load_tokenizer
 
         torch.set_num_threads(max(1, threads))
+        model_path = local_path(model_path)  # a remote model folder is downloaded once
         self.tok = load_tokenizer(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(model_path).eval()
         self.choice_ids = [self._answer_id(x) for x in ("A", "B")]
@@ -154,9 +156,11 @@ def critic_pairs(cfg, prompts: list[list[dict]], sampler) -> tuple[list[PrefPair
     from pipeline.train.rollout import RewardScorer, spawn
 
     constitution = load_constitution(cfg.constitution)
+    from pipeline.runfs import RunDir
+
     scorers = {p["scorer"] for p in constitution["principles"]}
-    rm_path = cfg.reward_model or os.path.join(cfg.run_dir, "reward")
-    if "reward_model" in scorers and not os.path.exists(os.path.join(rm_path, "config.json")):
+    rm_path = cfg.reward_model or RunDir(cfg.run_dir).path("reward")
+    if "reward_model" in scorers and not RunDir(rm_path).exists("config.json"):
         raise StageError(f"{rm_path}/config.json not found: run `d2d reward --run-dir {cfg.run_dir}` first")
     first = sampler.generate.remote(prompts, cfg.max_reply_len, cfg.critic_temperature, cfg.seed)
     second = sampler.generate.remote(prompts, cfg.max_reply_len, cfg.critic_temperature, cfg.seed + 1)
