@@ -84,13 +84,16 @@ class LocalBackend:
             with open(defaults) as f:
                 self.default_system = json.load(f).get("system_prompt", "")
 
+    def encode(self, messages: list[dict]) -> list[int]:
+        from pipeline.tokenizer import render_chat
+
+        return render_chat(self.tok, messages, add_generation_prompt=True)
+
     def stream(self, messages: list[dict]) -> Iterator[str]:
         import torch
         from transformers import TextIteratorStreamer
 
-        from pipeline.tokenizer import render_chat
-
-        ids = torch.tensor([render_chat(self.tok, messages, add_generation_prompt=True)])
+        ids = torch.tensor([self.encode(messages)])
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
         if self.cfg.seed is not None:
             torch.manual_seed(self.cfg.seed)

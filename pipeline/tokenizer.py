@@ -226,8 +226,31 @@ def chat_spans(tok, messages: list[dict], add_generation_prompt: bool = False) -
 
 
 def render_chat(tok, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """ChatML ids for a conversation, safe against control tokens typed inside content."""
-    return chat_spans(tok, messages, add_generation_prompt)[0]
+    """Chat ids for a conversation, safe against control tokens typed inside role or content.
+
+    Our ChatML template goes through `chat_spans`. Any other template (a foreign HF
+    model folder) is rendered with a placeholder per message; the template's own
+    text is encoded normally (its control tokens stay control tokens) and each
+    message's content with the safe backend.
+    """
+    if getattr(tok, "chat_template", None) in (None, CHAT_TEMPLATE):
+        return chat_spans(tok, messages, add_generation_prompt)[0]
+    import re
+
+    _check_messages(messages)
+    marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
+    text = tok.apply_chat_template([{**m, "content": k} for m, k in zip(messages, marks, strict=True)],
+                                   add_generation_prompt=add_generation_prompt, tokenize=False)
+    parts = re.split("\ue000(\\d+)\ue001", text)
+    if [int(i) for i in parts[1::2]] != list(range(len(messages))):
+        raise ValueError("chat template: it does not place each message's content once, in order")
+    ids: list[int] = []
+    for j, part in enumerate(parts):
+        if j % 2:
+            ids += encode_text(tok, messages[int(part)]["content"])
+        elif part:
+            ids += tok(part, add_special_tokens=False)["input_ids"]
+    return ids
 
 
 def stop_token_ids(tok) -> list[int]:

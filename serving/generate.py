@@ -154,8 +154,10 @@ class ChatGenerator:
         return ids
 
     def encode(self, messages: list[dict]) -> list[int]:
-        text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.tok(text, add_special_tokens=False)["input_ids"]
+        """Prompt ids; control tokens come only from the template, never from typed text."""
+        from pipeline.tokenizer import render_chat
+
+        return render_chat(self.tok, messages, add_generation_prompt=True)
 
     def check(self, prompt: list[int], s: Sampling) -> Sampling:
         """Enforce the context length: refuse a prompt that leaves no room, clamp max_tokens."""
