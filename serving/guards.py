@@ -124,7 +124,8 @@ class Guards:
             if r.action == "redact":
                 m["content"] = r.sanitized_text
         if len(client) > 1:
-            joined = "\n".join(f"{m['role']}: {m['content']}" for m in messages[first:])
+            # Contents only: role labels ("system: ...") read as an injection to the classifier.
+            joined = "\n".join(m["content"] for m in messages[first:])
             results.append(self.input.scan(joined, ctx))
         return results, out
 
