@@ -11,8 +11,8 @@ time. All torch work runs on one worker thread: the replica's event loop stays
 free to take requests and to pass stream deltas on, and the model never sees two
 callers at once.
 
-Requests and results are plain dicts, so every deployment in front of this one
-(OutputGuard, the ingress) can pass them along without importing torch.
+Requests and results are plain dicts, so the ingress in front of this one (which
+also runs the guard chains) handles them without importing torch.
 """
 
 from __future__ import annotations
