@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, TextIO
@@ -64,48 +63,33 @@ class ChatConfig:
 
 
 class LocalBackend:
-    """A Hugging Face model folder on this machine; replies stream from a generation thread."""
+    """A Hugging Face model folder on this machine, streamed by the project's one sampler (pipeline.engine)."""
 
     def __init__(self, cfg: ChatConfig):
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        from pipeline.tokenizer import load_tokenizer, stop_token_ids
+        from pipeline.engine import Engine
+        from pipeline.tokenizer import stop_token_ids
 
         if not os.path.isdir(cfg.model):
             raise StageError(f"model folder {cfg.model} not found: run `d2d sft` first or give another folder")
         self.cfg = cfg
-        self.tok = load_tokenizer(cfg.model)
-        self.model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).eval()
-        self.stop_ids = stop_token_ids(self.tok)
+        self.engine = Engine.load(cfg.model)
+        self.tok = self.engine.tok
+        self.engine.eos_ids = set(stop_token_ids(self.tok))
         defaults = os.path.join(cfg.model, "sft.json")
         self.default_system = ""
         if os.path.exists(defaults):
             with open(defaults) as f:
                 self.default_system = json.load(f).get("system_prompt", "")
 
+    def encode(self, messages: list[dict]) -> list[int]:
+        return self.engine.encode(messages)
+
     def stream(self, messages: list[dict]) -> Iterator[str]:
-        import torch
-        from transformers import TextIteratorStreamer
+        from pipeline.engine import Sampling
 
-        from pipeline.tokenizer import render_chat
-
-        ids = torch.tensor([render_chat(self.tok, messages, add_generation_prompt=True)])
-        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
-        if self.cfg.seed is not None:
-            torch.manual_seed(self.cfg.seed)
-        sample = self.cfg.temperature > 0
-        kwargs = dict(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.cfg.max_new_tokens,
-            do_sample=sample, eos_token_id=self.stop_ids, pad_token_id=self.tok.pad_token_id,
-            streamer=streamer,
-        )
-        if sample:
-            kwargs.update(temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=self.cfg.top_k or None)
-        worker = threading.Thread(target=self.model.generate, kwargs=kwargs, daemon=True)
-        worker.start()
-        yield from streamer
-        worker.join()
+        s = Sampling(max_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                     top_k=self.cfg.top_k, seed=self.cfg.seed)
+        yield from self.engine.stream(self.encode(messages), s)
 
 
 class HttpBackend:

@@ -24,9 +24,10 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from pipeline.documents import doc_hash, input_files, iter_documents
 from pipeline.errors import StageError
 from pipeline.runfs import RunDir, is_remote
-from pipeline.tokenizer import EOT, PAD, doc_hash, input_files, iter_documents
+from pipeline.tokenizer import EOT, PAD
 
 SPLITS = ("train", "val")
 

@@ -17,12 +17,11 @@ shared backend and leaves it set, which is why we keep our own copy.)
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -226,8 +225,31 @@ def chat_spans(tok, messages: list[dict], add_generation_prompt: bool = False) -
 
 
 def render_chat(tok, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """ChatML ids for a conversation, safe against control tokens typed inside content."""
-    return chat_spans(tok, messages, add_generation_prompt)[0]
+    """Chat ids for a conversation, safe against control tokens typed inside role or content.
+
+    Our ChatML template goes through `chat_spans`. Any other template (a foreign HF
+    model folder) is rendered with a placeholder per message; the template's own
+    text is encoded normally (its control tokens stay control tokens) and each
+    message's content with the safe backend.
+    """
+    if getattr(tok, "chat_template", None) in (None, CHAT_TEMPLATE):
+        return chat_spans(tok, messages, add_generation_prompt)[0]
+    import re
+
+    _check_messages(messages)
+    marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
+    text = tok.apply_chat_template([{**m, "content": k} for m, k in zip(messages, marks, strict=True)],
+                                   add_generation_prompt=add_generation_prompt, tokenize=False)
+    parts = re.split("\ue000(\\d+)\ue001", text)
+    if [int(i) for i in parts[1::2]] != list(range(len(messages))):
+        raise ValueError("chat template: it does not place each message's content once, in order")
+    ids: list[int] = []
+    for j, part in enumerate(parts):
+        if j % 2:
+            ids += encode_text(tok, messages[int(part)]["content"])
+        elif part:
+            ids += tok(part, add_special_tokens=False)["input_ids"]
+    return ids
 
 
 def stop_token_ids(tok) -> list[int]:
@@ -249,79 +271,6 @@ def tiny_tokenizer(vocab_size: int = 512):
     lines = _TINY_TEXT.splitlines()
     corpus = [" ".join(lines[(i + j) % len(lines)] for j in range(3)) for i in range(200)]
     return train_tokenizer(corpus, vocab_size, min_frequency=1)
-
-
-# --- input documents (.txt or .parquet; shared with pipeline.shards) ---------------------------
-
-
-def split_text_documents(text: str, mode: str) -> list[str]:
-    """A text file's documents: blank-line paragraphs, lines, or the whole file."""
-    if mode == "file":
-        parts = [text]
-    elif mode == "line":
-        parts = text.splitlines()
-    else:
-        parts = [p.strip("\n") for p in text.replace("\r\n", "\n").split("\n\n")]
-    return [p for p in parts if p.strip()]
-
-
-def input_files(run_dir: str, input: str | None) -> list[str]:
-    """The .txt/.parquet files to read: `input` (file, folder or glob) or RUN/curated/*.parquet."""
-    from pipeline.errors import StageError
-    from pipeline.runfs import RunDir
-
-    if input is None:
-        run = RunDir(run_dir)
-        run.require("curated", made_by="curate")
-        files = run.glob("curated/*.parquet")
-    else:
-        import fsspec
-
-        fs, base = fsspec.core.url_to_fs(input)
-        if fs.isdir(base):
-            found = [p for p in fs.find(base) if p.endswith((".parquet", ".txt"))]
-        else:
-            found = fs.glob(base) if any(c in base for c in "*?[") else ([base] if fs.exists(base) else [])
-        proto = input.split("://", 1)[0] + "://" if "://" in input else ""
-        files = sorted(proto + p for p in found)
-    if not files:
-        raise StageError(f"no .parquet or .txt input found at {input or run_dir + '/curated'}")
-    return files
-
-
-def doc_hash(doc_id: str, salt: str = "") -> float:
-    """A uniform number in [0, 1) fixed by the document id: deterministic splits and samples."""
-    h = hashlib.blake2b(f"{salt}{doc_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
-
-
-def iter_documents(files: list[str], *, text_split: str = "paragraph", text_column: str = "text",
-                   id_column: str = "id") -> Iterator[tuple[str, str | None]]:
-    """(doc_id, text) for every document; text is None where a parquet row has none."""
-    import fsspec
-    import pyarrow.parquet as pq
-
-    from pipeline.errors import StageError
-
-    for path in files:
-        name = posixpath.basename(path)
-        if path.endswith(".txt"):
-            with fsspec.open(path, "r", encoding="utf-8", errors="replace") as f:
-                docs = split_text_documents(f.read(), text_split)
-            yield from ((f"{name}:{i}", d) for i, d in enumerate(docs))
-            continue
-        with fsspec.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
-            if text_column not in pf.schema_arrow.names:
-                raise StageError(f"{path}: no column {text_column!r} (columns: {pf.schema_arrow.names})")
-            cols = [text_column] + ([id_column] if id_column in pf.schema_arrow.names else [])
-            row = 0
-            for batch in pf.iter_batches(columns=cols, batch_size=4096):
-                texts = batch.column(text_column).to_pylist()
-                ids = batch.column(id_column).to_pylist() if len(cols) > 1 else [None] * len(texts)
-                for i, (t, d) in enumerate(zip(texts, ids, strict=True)):
-                    yield (str(d) if d is not None else f"{name}:{row + i}"), (t if isinstance(t, str) else None)
-                row += len(texts)
 
 
 # --- the `d2d tokenizer` stage ------------------------------------------------------------------
@@ -373,6 +322,7 @@ def bytes_per_token(tok, texts: list[str]) -> dict:
 
 
 def run(cfg: TokenizerConfig) -> dict:
+    from pipeline.documents import doc_hash, input_files, iter_documents
     from pipeline.runfs import RunDir
 
     started = time.time()

@@ -2,7 +2,8 @@
 
     serve run serving.app:build_app model=runs/demo/sft guards=false   # (see app.py)
 
-Every request, streaming or not, goes to one `Engine` (serving/engine.py): it
+Every request, streaming or not, goes to one `Batcher` (serving/batcher.py) in
+front of the project's one sampler (`pipeline.engine.Engine`): it
 joins the running batch at the next decode step, so concurrent requests share
 forward passes (each keeps its own sampling settings and seed) and leave as soon
 as they finish. With `dynamic_batching` off the engine decodes one request at a
@@ -10,8 +11,8 @@ time. All torch work runs on one worker thread: the replica's event loop stays
 free to take requests and to pass stream deltas on, and the model never sees two
 callers at once.
 
-Requests and results are plain dicts, so every deployment in front of this one
-(OutputGuard, the ingress) can pass them along without importing torch.
+Requests and results are plain dicts, so the ingress in front of this one (which
+also runs the guard chains) handles them without importing torch.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 
+from pipeline.engine import Engine, RequestError, Sampling
+from serving.batcher import Batcher
 from serving.config import ServeConfig
-from serving.engine import Engine
-from serving.generate import ChatGenerator, RequestError, Sampling
 
 
 def _sampling(req: dict) -> Sampling:
@@ -49,32 +50,28 @@ class LLM:
 
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
-        self.gen = ChatGenerator.load(self.cfg.model, self.cfg.context_length, self.cfg.device)
+        self.gen = Engine.load(self.cfg.model, self.cfg.context_length, self.cfg.device)
+        if not getattr(self.gen.tok, "chat_template", None):
+            raise ValueError("model: the tokenizer has no chat template; serve an SFT model folder")
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
         batching = self.cfg.dynamic_batching
-        self.engine = Engine(self.gen, self.cfg.max_batch_size if batching else 1,
-                             self.cfg.batch_wait_timeout_s if batching else 0.0, pool)
+        self.engine = Batcher(self.gen, self.cfg.max_batch_size if batching else 1,
+                              self.cfg.batch_wait_timeout_s if batching else 0.0, pool)
 
     def info(self) -> dict:
         import torch
 
-        return {"context_length": self.gen.context_length, "device": self.gen.device,
+        return {"context_length": self.gen.context_length, "device": str(self.gen.device),
                 "torch_threads": torch.get_num_threads(), "max_rows": self.engine.max_rows,
                 "forward_passes": self.engine.passes, "row_steps": self.engine.row_steps}
 
-    def _prepare(self, req: dict) -> tuple[list[int], Sampling]:
-        prompt = self.gen.encode(req["messages"])
-        return prompt, self.gen.check(prompt, _sampling(req))
-
     async def complete(self, req: dict) -> dict:
         """One chat completion: {"text", "finish_reason", "prompt_tokens", "completion_tokens"} or {"error"}."""
-        try:
-            prompt, s = self._prepare(req)
-        except RequestError as e:
-            return request_error(e)
-        slot = self.engine.submit(prompt, s)
+        slot = self.engine.submit(self.gen.encode(req["messages"]), _sampling(req))
         try:
             row = await slot.result()
+        except RequestError as e:
+            return request_error(e)
         finally:
             self.engine.cancel(slot)  # no-op once finished; stops the row if the caller went away
         return {"text": row.text, "finish_reason": row.finish_reason,
@@ -82,15 +79,13 @@ class LLM:
 
     async def stream(self, req: dict):
         """Yield {"delta": text} items, then one final {"finish_reason", token counts} (or one {"error"})."""
-        try:
-            prompt, s = self._prepare(req)
-        except RequestError as e:
-            yield request_error(e)
-            return
-        slot = self.engine.submit(prompt, s, stream=True)
+        slot = self.engine.submit(self.gen.encode(req["messages"]), _sampling(req), stream=True)
         try:
             async for delta in slot.deltas():
                 yield {"delta": delta}
+        except RequestError as e:
+            yield request_error(e)
+            return
         finally:
             self.engine.cancel(slot)
         row = slot.row

@@ -3,7 +3,8 @@
     d2d serve --model runs/demo/sft --port 8000
     D2D_API_KEYS=secret1,secret2 d2d serve --model runs/demo/sft --set rate_limit_per_minute=120
 
-Binds 127.0.0.1 unless `--host` says otherwise. Once it has printed its URL, Ctrl-C
+Binds 127.0.0.1 unless `--host` says otherwise; a non-loopback host needs API keys or
+`--allow-anonymous`. Once it has printed its URL, Ctrl-C
 (or SIGTERM) deletes the application, shuts Serve down and exits 0; Ctrl-C during
 start-up, or a second one during shutdown, interrupts it (the CLI exits 130).
 """
@@ -26,8 +27,11 @@ def start(cfg: ServeConfig):
     from ray import serve
 
     from serving.app import build_app
+    from serving.config import load_api_keys
 
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    cfg.check_exposure(bool(load_api_keys(cfg)))  # before the proxy binds a public address
+    # The proxy's own timeout is a backstop behind the ingress's deadlines (its 408 is plain text).
+    serve.start(http_options={"host": cfg.host, "port": cfg.port, "request_timeout_s": cfg.request_timeout_s + 30})
     return serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
 
 

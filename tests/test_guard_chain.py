@@ -98,5 +98,5 @@ def test_audit_log_has_hashes_not_text(tmp_path):
     lines = (tmp_path / "a" / "audit.jsonl").read_text().splitlines()
     rows = [json.loads(x) for x in lines]
     assert len(rows) == 4 and {x["request_id"] for x in rows} == {"req-1", "req-2"}
-    assert all(len(x["text_sha256"]) == 64 and "time" in x and "latency_ms" in x for x in rows)
+    assert all(len(x["text_hmac"]) == 64 and "text_sha256" not in x and "time" in x and "latency_ms" in x for x in rows)
     assert "AKIA" not in "".join(lines)

@@ -88,7 +88,8 @@ def test_curl_and_health(live):
                           "-d", body, f"{url}/v1/chat/completions"], capture_output=True, text=True, timeout=120)
     data = json.loads(out.stdout)
     assert data["object"] == "chat.completion" and data["choices"][0]["message"]["role"] == "assistant"
-    streamed = subprocess.run(["curl", "-sSN", "-H", f"Authorization: Bearer {KEY}", "-d",
+    streamed = subprocess.run(["curl", "-sSN", "-H", f"Authorization: Bearer {KEY}", "-H",
+                               "Content-Type: application/json", "-d",
                                body.replace('"max_tokens"', '"stream": true, "max_tokens"'),
                                f"{url}/v1/chat/completions"], capture_output=True, text=True, timeout=120)
     events = [ln[6:] for ln in streamed.stdout.splitlines() if ln.startswith("data: ")]
@@ -122,6 +123,7 @@ def test_guard_verdicts(live):
     rows = [json.loads(x) for x in open(audit)]
     assert any(r["request_id"] == inj["id"] and r["action"] == "block" for r in rows)
     assert "jane.doe@example.com" not in open(audit).read()
+    assert all("text_hmac" in r and "text_sha256" not in r for r in rows)
 
 
 BAD = [

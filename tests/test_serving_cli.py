@@ -106,3 +106,16 @@ def test_serve_answers_chat_cli_and_stops_cleanly_on_ctrl_c(server):
     while group_alive(proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert not group_alive(proc.pid), "Ray processes of the server outlived it"
+
+
+def test_keyless_serve_on_a_network_address_refuses_to_start(no_shared_ray, tmp_path):
+    from serving.tiny_model import build_tiny_model
+
+    model = build_tiny_model(str(tmp_path / "sft"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "D2D_API_KEYS": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "serve", "--model", model, "--host", "0.0.0.0",
+         "--port", str(free_port()), "--run-dir", str(tmp_path / "run"), "--set", "guards=false"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=START_S, start_new_session=True)
+    assert proc.returncode != 0
+    assert "allow_anonymous" in proc.stdout + proc.stderr and "--allow-anonymous" in proc.stdout + proc.stderr

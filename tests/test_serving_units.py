@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from pipeline.engine import stop_split
 from serving.api import RateLimiter
 from serving.config import ServeConfig, load_api_keys
-from serving.generate import stop_split
 from serving.schemas import ApiError, Limits, parse_chat_request
 
 LIM = Limits(model="m", max_messages=3, max_tokens_limit=64, default_max_tokens=8, system_prompt="be brief")
@@ -87,19 +87,19 @@ def test_config_errors_name_the_field(kw, field):
         ServeConfig(**kw)
 
 
-# --- generation: batched sampling, continuous batching, the engine (tiny random model, no Ray)
+# --- the batcher: continuous batching and failures kept to their request (tiny random model, no Ray)
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory):
     import torch
 
-    from serving.generate import ChatGenerator
+    from pipeline.engine import Engine
     from serving.tiny_model import build_tiny_model
 
     # One intra-op thread, as in the LLM replica: on a busy 2-core box more threads only contend.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield ChatGenerator.load(build_tiny_model(str(tmp_path_factory.mktemp("m") / "tiny")), device="cpu")
+    yield Engine.load(build_tiny_model(str(tmp_path_factory.mktemp("m") / "tiny")), device="cpu")
     torch.set_num_threads(threads)
 
 
@@ -108,87 +108,80 @@ def prompts(gen, n):
     return [gen.encode([{"role": "user", "content": texts[i % len(texts)] * (1 + i // len(texts))}]) for i in range(n)]
 
 
-def test_sample_rows_respects_each_rows_settings():
-    import torch
+async def _drain(batcher):
+    """Wait for the batcher's loop to go idle (no batch running) without a timed sleep."""
+    import asyncio
 
-    from serving.generate import Sampling, sample_rows
-
-    logits = torch.tensor([[0.0, 3.0, 2.0, 1.0]] * 4)
-    rows = [Sampling(temperature=0), Sampling(top_k=1), Sampling(top_p=0.01), Sampling(top_k=2)]
-    seen = set()
-    for _ in range(200):
-        picks = sample_rows(logits, rows, [None] * 4)
-        assert picks[:3] == [1, 1, 1]
-        seen.add(picks[3])
-    assert seen == {1, 2}  # top-2 only, both reachable
-    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-    flat = torch.zeros(1, 50)
-    assert [sample_rows(flat, [Sampling()], [g1]) for _ in range(5)] == \
-           [sample_rows(flat, [Sampling()], [g2]) for _ in range(5)]
-
-
-def test_rows_joining_a_running_batch_decode_as_if_alone(gen):
-    from serving.generate import Sampling
-
-    greedy = lambda n=16: Sampling(max_tokens=n, temperature=0)  # noqa: E731
-    ps, lengths = prompts(gen, 4), (16, 16, 16, 6)
-    solo = [gen.generate([p], [greedy(n)])[0] for p, n in zip(ps, lengths, strict=True)]
-    alone = [(r.ids, r.finish_reason) for r in solo]
-    assert [(r.ids, r.finish_reason) for r in gen.generate(ps, [greedy(n) for n in lengths])] == alone
-    d = gen.start(ps[:2], [greedy(), greedy()])
-    rows = list(d.rows)
-    for joiner, n, after in ((ps[2], 16, 3), (ps[3], 6, 5)):
-        for _ in range(after):
-            d.step()
-        new = gen.start([joiner], [greedy(n)])
-        rows += new.rows
-        new.step()
-        d = d.merge(new)
-    while not d.done:
-        d.step()
-    assert [(r.ids, r.finish_reason) for r in rows] == alone
-    assert d.rows == [] and d.cache is None
-
-
-def test_seeded_reply_does_not_depend_on_batch_mates(gen):
-    from serving.generate import Sampling
-
-    ps = prompts(gen, 3)
-    s = Sampling(max_tokens=10, seed=5, top_k=40, top_p=0.9)
-    alone = gen.generate([ps[1]], [s])[0].text
-    mixed = gen.generate(ps, [Sampling(max_tokens=4, temperature=0.7), s, Sampling(max_tokens=10, seed=1)])
-    assert mixed[1].text == alone
+    while batcher.decode is not None or batcher.pending:
+        await asyncio.sleep(0)
 
 
 @pytest.mark.parametrize("max_rows", [1, 8])
-def test_engine_batches_concurrent_requests_and_cancels(gen, max_rows):
+def test_batcher_batches_concurrent_requests_and_cancels(gen, max_rows):
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.engine import Engine
-    from serving.generate import Sampling
+    from pipeline.engine import Sampling
+    from serving.batcher import Batcher
 
     ps = prompts(gen, 6)
     alone = [gen.generate([p], [Sampling(max_tokens=12, temperature=0)])[0].text for p in ps]
 
     async def scenario():
-        engine = Engine(gen, max_rows=max_rows, wait_s=0.01, pool=ThreadPoolExecutor(1))
-        slots = [engine.submit(p, Sampling(max_tokens=12, temperature=0)) for p in ps[:3]]
-        await asyncio.sleep(0.05)  # let a batch start, then more requests arrive mid-decode
-        stream = engine.submit(ps[3], Sampling(max_tokens=12, temperature=0), stream=True)
-        slots += [engine.submit(p, Sampling(max_tokens=12, temperature=0)) for p in ps[4:]]
-        doomed = engine.submit(ps[0], Sampling(max_tokens=200, temperature=0), stream=True)
+        batcher = Batcher(gen, max_rows=max_rows, wait_s=0.01, pool=ThreadPoolExecutor(1))
+        slots = [batcher.submit(p, Sampling(max_tokens=12, temperature=0)) for p in ps[:3]]
+        while batcher.passes == 0:  # a batch has started: the next requests arrive mid-decode
+            await asyncio.sleep(0)
+        stream = batcher.submit(ps[3], Sampling(max_tokens=12, temperature=0), stream=True)
+        slots += [batcher.submit(p, Sampling(max_tokens=12, temperature=0)) for p in ps[4:]]
+        doomed = batcher.submit(ps[0], Sampling(max_tokens=200, temperature=0), stream=True)
         deltas = [d async for d in stream.deltas()]
         async for _ in doomed.deltas():
-            engine.cancel(doomed)
+            batcher.cancel(doomed)
             break
         rows = await asyncio.gather(*(s.result() for s in slots))
-        while engine.decode is not None:
-            await asyncio.sleep(0.01)
-        return engine, [r.text for r in rows], "".join(deltas), doomed
+        await _drain(batcher)
+        return batcher, [r.text for r in rows], "".join(deltas), doomed
 
-    engine, texts, streamed, doomed = asyncio.run(scenario())
+    batcher, texts, streamed, doomed = asyncio.run(scenario())
     assert texts == alone[:3] + alone[4:] and streamed == alone[3]
-    assert len(doomed.row.ids) < 200 and engine.slots == {}
-    mean_batch = engine.row_steps / engine.passes
+    assert len(doomed.row.ids) < 200 and batcher.slots == {}
+    mean_batch = batcher.row_steps / batcher.passes
     assert mean_batch == 1.0 if max_rows == 1 else mean_batch > 1.5
+
+
+def test_a_failing_request_ends_alone(gen):
+    """An unusable seed is refused before it joins; a row whose decoding raises ends with its error only."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.engine import RequestError, RowError, Sampling
+    from serving.batcher import Batcher
+
+    ps = prompts(gen, 4)
+    good = lambda: Sampling(max_tokens=10, temperature=0.8, seed=3)  # noqa: E731
+    alone = [gen.generate([p], [good()])[0].text for p in ps]
+
+    async def scenario():
+        batcher = Batcher(gen, max_rows=8, wait_s=0.01, pool=ThreadPoolExecutor(1))
+        streams = [batcher.submit(p, good(), stream=True) for p in ps[:2]]
+        bad_seed = batcher.submit(ps[2], Sampling(max_tokens=10, seed=18446744073709551616), stream=True)
+        bad_stop = batcher.submit(ps[3], Sampling(max_tokens=10, stop=[7]))  # not a string: decoding raises
+        late = batcher.submit(ps[3], good())
+        texts = []
+        for s in streams:
+            texts.append("".join([d async for d in s.deltas()]))
+        errors = []
+        for slot in (bad_seed, bad_stop):
+            try:
+                await slot.result()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        texts.append((await late.result()).text)
+        await _drain(batcher)
+        return texts, errors
+
+    texts, (seed_err, stop_err) = asyncio.run(scenario())
+    assert texts == [alone[0], alone[1], alone[3]]
+    assert isinstance(seed_err, RequestError) and seed_err.param == "seed"
+    assert isinstance(stop_err, RowError)

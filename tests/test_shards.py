@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.documents import doc_hash
 from pipeline.runfs import RunDir
 from pipeline.shards import ShardReader, ShardWriter, TokenizeConfig, run
-from pipeline.tokenizer import EOT, doc_hash, encode_text, save_tokenizer, tiny_tokenizer
+from pipeline.tokenizer import EOT, encode_text, save_tokenizer, tiny_tokenizer
 
 SEQ_LEN = 15
 VAL = 0.2

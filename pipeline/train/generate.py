@@ -3,14 +3,13 @@
     d2d generate --model runs/demo/base --prompt "First Citizen:" --max-tokens 100 --temperature 0.8
 
 Plain text continuation (a base model has no chat format; `d2d chat` is for assistants).
-Hugging Face `generate` with the KV cache and `TextIteratorStreamer`: tokens print as
-they are sampled. Runs in this process, no Ray.
+The project's one sampler (`pipeline.engine`, KV cache): text prints as it is
+sampled. Runs in this process, no Ray.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 from dataclasses import dataclass
 
 from pipeline.errors import StageError
@@ -48,51 +47,33 @@ class GenerateConfig:
             raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
 
 
-def load(model_dir: str):
-    import os
-
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.tokenizer import load_tokenizer
-
-    if not os.path.exists(os.path.join(model_dir, "config.json")):
-        raise StageError(f"{model_dir}/config.json not found: run `d2d pretrain` first or pass --model")
-    tok = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
-    return model, tok
-
-
 def generate(cfg: GenerateConfig, out=None) -> str:
     """Sample a continuation of cfg.prompt; writes it to `out` (default stdout) as it comes; returns it."""
-    out = out or sys.stdout  # looked up per call: sys.stdout may have been replaced since import
-    import torch
-    from transformers import TextIteratorStreamer
+    import os
 
+    from pipeline.engine import Engine, Sampling
     from pipeline.tokenizer import EOT, encode_text
 
-    model, tok = load(cfg.model or f"{cfg.run_dir.rstrip('/')}/base")
-    ids = encode_text(tok, cfg.prompt) if cfg.prompt else [tok.convert_tokens_to_ids(EOT)]
-    room = model.config.max_position_embeddings - len(ids)
-    if room < 1:
-        raise StageError(f"prompt: {len(ids)} tokens leave no room in the model's {model.config.max_position_embeddings}-token context")
-    torch.manual_seed(cfg.seed)
-    sample = cfg.temperature > 0
-    kwargs = dict(input_ids=torch.tensor([ids]), max_new_tokens=min(cfg.max_tokens, room), do_sample=sample,
-                  use_cache=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.convert_tokens_to_ids(EOT))
-    if sample:
-        kwargs.update(temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p)
-    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-    worker = threading.Thread(target=lambda: model.generate(**kwargs, streamer=streamer), daemon=True)
-    worker.start()
+    out = out or sys.stdout  # looked up per call: sys.stdout may have been replaced since import
+    model_dir = cfg.model or f"{cfg.run_dir.rstrip('/')}/base"
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        raise StageError(f"{model_dir}/config.json not found: run `d2d pretrain` first or pass --model")
+    engine = Engine.load(model_dir)
+    eot = engine.tok.convert_tokens_to_ids(EOT)
+    engine.eos_ids = {eot}  # a base model's text ends at the document separator only
+    ids = encode_text(engine.tok, cfg.prompt) if cfg.prompt else [eot]
+    if len(ids) >= engine.context_length:
+        raise StageError(f"prompt: {len(ids)} tokens leave no room in the model's {engine.context_length}-token context")
+    s = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                 seed=cfg.seed)
     pieces = []
     if cfg.stream:
         out.write(cfg.prompt)
-    for piece in streamer:
+    for piece in engine.stream(ids, s):
         pieces.append(piece)
         if cfg.stream:
             out.write(piece)
             out.flush()
-    worker.join()
     text = "".join(pieces)
     out.write(("" if cfg.stream else cfg.prompt + text) + "\n")
     return text

@@ -1,4 +1,4 @@
-"""Rollouts: KV-cache sampling with per-token log-probs, and the frozen models as Ray actors.
+"""Rollouts: sampling with per-token log-probs (on `pipeline.engine`), and the frozen models as Ray actors.
 
     from pipeline.train.rollout import sample, response_logprobs
     ro = sample(model, [[5, 6, 7], [8, 9]], max_new_tokens=16, eos_ids=[2], pad_id=0)
@@ -8,7 +8,8 @@ One layout serves sampling, PPO/GRPO recomputation, the reference model and DPO:
 prompts left-padded to a common length P, responses right-padded after them, so
 response token t of every row sits at column P + t. The reference (also a sampler) and reward
 models are Ray actors built by `spawn(...)` with resources from config, as
-in OpenRLHF, so each may sit on its own GPU or node. `import ray` happens only there.
+in OpenRLHF, so each may sit on its own GPU or node (and moves its model onto the GPU
+its actor reserved). `import ray` happens only there.
 """
 
 from __future__ import annotations
@@ -37,26 +38,21 @@ class Rollout:
         return [row[m.bool()].tolist() for row, m in zip(r, self.response_mask, strict=True)]
 
 
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s) :] = 1
-    return ids, mask
+    ids = [[pad_id] * (width - len(s)) + list(s) for s in seqs]
+    mask = [[0] * (width - len(s)) + [1] * len(s) for s in seqs]
+    return (torch.tensor(ids, dtype=torch.long, device=device).reshape(len(seqs), width),
+            torch.tensor(mask, dtype=torch.long, device=device).reshape(len(seqs), width))
 
 
-def join(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+def join(prompts: list[list[int]], responses: list[list[int]], pad_id: int,
+         device=None) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
     """Prompts and given responses in the rollout layout: (input_ids, attention_mask, P, response_mask)."""
-    p_ids, p_mask = left_pad(prompts, pad_id)
+    p_ids, p_mask = left_pad(prompts, pad_id, device)
     T = max(1, max(len(r) for r in responses))
-    r_ids = torch.full((len(responses), T), pad_id, dtype=torch.long)
-    r_mask = torch.zeros((len(responses), T), dtype=torch.long)
-    for i, r in enumerate(responses):
-        r_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        r_mask[i, : len(r)] = 1
+    r_ids = torch.tensor([list(r) + [pad_id] * (T - len(r)) for r in responses], dtype=torch.long, device=device)
+    r_mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in responses], dtype=torch.long, device=device)
     return torch.cat([p_ids, r_ids], 1), torch.cat([p_mask, r_mask], 1), p_ids.shape[1], r_mask
 
 
@@ -64,19 +60,6 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
-
-
-@torch.no_grad()
 def sample(
     model,
     prompts: list[list[int]],
@@ -89,48 +72,28 @@ def sample(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Rollout:
-    """Sample one response per prompt with a KV cache; temperature 0 is greedy.
+    """Sample one response per prompt with the engine's KV-cache sampler; temperature 0 is greedy.
 
     Log-probs are taken from the temperature-scaled distribution, which is what PPO and
     GRPO recompute during the update (TRL does the same); top-k/top-p only filter sampling.
+    A CPU `generator` seeds a generator on the model's device, so the same call runs on a GPU.
     """
+    from pipeline.engine import Engine, Sampling
+
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    ids, mask = (t.to(device) for t in left_pad(prompts, pad_id))
-    B, P = ids.shape
-    pos = _positions(mask)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]
-    eos = torch.tensor(eos_ids, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    tokens, logps, alive = [], [], []
-    next_pos = pos[:, -1:] + 1
-    for _ in range(max_new_tokens):
-        scaled = logits.float() / max(temperature, 1e-6)
-        if temperature <= 0:
-            tok = scaled.argmax(-1)
-        else:
-            probs = _filter_logits(scaled, top_k, top_p).softmax(-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        lp = scaled.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
-        alive.append(~done)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        tokens.append(tok)
-        logps.append(torch.where(done, torch.zeros_like(lp), lp))
-        done = done | torch.isin(tok, eos)
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
-        next_pos = next_pos + 1
+    engine = Engine(model, eos_ids=eos_ids, pad_id=pad_id)
+    s = Sampling(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
+    rows = engine.generate(prompts, [s] * len(prompts), logprobs=True, generator=generator)
     model.train(was_training)
-    resp = torch.stack(tokens, 1)
-    resp_mask = torch.stack(alive, 1).long()
-    full_mask = torch.cat([left_pad(prompts, pad_id)[1].to(device), resp_mask], 1)
-    return Rollout(torch.cat([ids[:, :P], resp], 1), full_mask, P, resp_mask, torch.stack(logps, 1))
+    for r in rows:
+        if r.error is not None:
+            raise r.error
+    responses = [r.ids + ([r.stop_token] if r.stop_token is not None else []) for r in rows]
+    ids, mask, P, resp_mask = join(prompts, responses, pad_id, engine.device)
+    T = resp_mask.shape[1]
+    logps = torch.tensor([r.logprobs + [0.0] * (T - len(r.logprobs)) for r in rows], device=engine.device)
+    return Rollout(ids, mask, P, resp_mask, logps)
 
 
 def response_logprobs(
@@ -160,7 +123,6 @@ def decode_responses(tok, responses: list[list[int]]) -> list[str]:
     return [tok.decode([t for t in r if t not in stops], skip_special_tokens=False) for r in responses]
 
 
-@torch.no_grad()
 def generate_replies(model, tok, prompts: list[list[dict]], *, max_new_tokens: int, temperature: float,
                      seed: int = 0, batch_size: int = 32) -> list[str]:
     """Chat replies for a list of conversations (greedy at temperature 0)."""
@@ -186,15 +148,19 @@ class ReferenceModel:
     def __init__(self, path: str, threads: int = 1):
         from transformers import AutoModelForCausalLM
 
+        from pipeline.engine import default_device, default_dtype
+
         torch.set_num_threads(max(1, threads))
-        self.path = path
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.path, self.device = path, default_device()  # the GPU this actor reserved, if any
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=default_dtype(self.device)).to(self.device).eval()
 
     @torch.no_grad()
     def logprobs(self, input_ids, attention_mask, prompt_len: int, temperature: float = 1.0, batch_size: int = 16):
-        parts = [response_logprobs(self.model, input_ids[i : i + batch_size], attention_mask[i : i + batch_size],
-                                   prompt_len, temperature) for i in range(0, len(input_ids), batch_size)]
-        return torch.cat(parts, 0)
+        """Log-probs [B, T] in fp32 on the CPU, whatever device the actor computes on (they cross Ray)."""
+        ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
+        parts = [response_logprobs(self.model, ids[i : i + batch_size], mask[i : i + batch_size],
+                                   prompt_len, temperature) for i in range(0, len(ids), batch_size)]
+        return torch.cat(parts, 0).float().cpu()
 
     def generate(self, prompts: list[list[dict]], max_new_tokens: int, temperature: float,
                  seed: int = 0, batch_size: int = 32) -> list[str]:
@@ -208,10 +174,13 @@ class RewardScorer:
     """The frozen reward model: one scalar per (prompt messages, reply) pair."""
 
     def __init__(self, path: str, threads: int = 1, max_len: int = 512):
+        from pipeline.engine import default_device, default_dtype
         from pipeline.train.reward import load_reward_model
 
         torch.set_num_threads(max(1, threads))
         self.model, self.tok = load_reward_model(path)
+        device = default_device()  # the GPU this actor reserved, if any
+        self.model = self.model.to(device=device, dtype=default_dtype(device))
         self.max_len = max_len
 
     @torch.no_grad()

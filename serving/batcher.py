@@ -1,13 +1,18 @@
-"""Continuous batching for one `ChatGenerator`: requests join the running batch between decode steps.
+"""Continuous batching in front of `pipeline.engine.Engine`: requests join the running batch between decode steps.
 
-    engine = Engine(ChatGenerator.load("runs/demo/sft"), max_rows=16, wait_s=0.01)
-    row = await engine.submit(prompt_ids, Sampling(max_tokens=32)).result()
+    batcher = Batcher(Engine.load("runs/demo/sft"), max_rows=16, wait_s=0.01, pool=ThreadPoolExecutor(1))
+    row = await batcher.submit(prompt_ids, Sampling(max_tokens=32)).result()
 
 asyncio in front, torch on one worker thread. The loop takes every waiting
 request (up to `max_rows` live rows), prefills them together, merges them into
 the running batch and steps all rows at once; finished rows leave at once. When
 the model is idle it waits up to `wait_s` for a batch to fill before starting.
 `max_rows=1` decodes one request at a time (dynamic batching off).
+
+Failures stay with their request: one that cannot be prepared (prompt too long,
+unusable seed) is rejected at `submit` and never joins a batch; a row whose
+sampling or decoding raises ends with its error while its batch mates go on. Only
+a failed forward pass, which no row can be blamed for, fails the whole batch.
 
 This replaces `@serve.batch` for the LLM deployment: in Ray 2.60 it closes the
 next batch `batch_wait_timeout_s` after its first request even while the previous
@@ -22,7 +27,7 @@ import logging
 from collections import deque
 from concurrent.futures import Executor
 
-from serving.generate import ChatGenerator, Decode, Row, Sampling
+from pipeline.engine import Decode, Engine, Row, Sampling
 
 log = logging.getLogger("ray.serve")
 
@@ -30,17 +35,16 @@ log = logging.getLogger("ray.serve")
 class Slot:
     """One request in the engine: its final Row (or error) and, when streaming, its text deltas."""
 
-    def __init__(self, prompt: list[int], sampling: Sampling, stream: bool):
-        self.prompt, self.sampling, self.stream = prompt, sampling, stream
+    def __init__(self, stream: bool):
+        self.stream = stream
         self.row: Row | None = None
-        self.cancelled = False
         self._events: asyncio.Queue = asyncio.Queue()
 
     def _put(self, item):
         self._events.put_nowait(item)
 
     async def result(self) -> Row:
-        """The finished row (text, ids, finish_reason); raises what the decode raised."""
+        """The finished row (text, ids, finish_reason); raises RequestError or the row's error."""
         while True:
             item = await self._events.get()
             if isinstance(item, Row):
@@ -59,9 +63,9 @@ class Slot:
             yield item
 
 
-class Engine:
-    def __init__(self, gen: ChatGenerator, max_rows: int, wait_s: float, pool: Executor):
-        self.gen, self.max_rows, self.wait_s, self.pool = gen, max_rows, wait_s, pool
+class Batcher:
+    def __init__(self, engine: Engine, max_rows: int, wait_s: float, pool: Executor):
+        self.engine, self.max_rows, self.wait_s, self.pool = engine, max_rows, wait_s, pool
         self.pending: deque[Slot] = deque()
         self.decode: Decode | None = None
         self.slots: dict[int, Slot] = {}
@@ -72,7 +76,13 @@ class Engine:
         self._task: asyncio.Task | None = None
 
     def submit(self, prompt: list[int], sampling: Sampling, stream: bool = False) -> Slot:
-        slot = Slot(prompt, sampling, stream)
+        """Queue one request; one that cannot be prepared gets its RequestError at once, alone."""
+        slot = Slot(stream)
+        try:
+            slot.row = self.engine.prepare(prompt, sampling)
+        except Exception as e:  # noqa: BLE001 - the request's own fault: it never meets a batch
+            slot._put(e)
+            return slot
         self.pending.append(slot)
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
@@ -82,7 +92,6 @@ class Engine:
 
     def cancel(self, slot: Slot):
         """The client is gone: drop the request, or stop decoding its row at the next step."""
-        slot.cancelled = True
         if slot.row is not None:
             slot.row.cancelled = True
 
@@ -111,7 +120,7 @@ class Engine:
         take = []
         while self.pending and self._live() + len(take) < self.max_rows:
             slot = self.pending.popleft()
-            if not slot.cancelled:
+            if not slot.row.cancelled:
                 take.append(slot)
         return take
 
@@ -123,10 +132,8 @@ class Engine:
             self.passes, self.row_steps = self.passes + 1, self.row_steps + len(rows)
             out += zip(rows, self.decode.step(), strict=True)
         if take:
-            new = self.gen.start([s.prompt for s in take], [s.sampling for s in take])
-            for s, r in zip(take, new.rows, strict=True):
-                s.row, r.cancelled = r, s.cancelled
-                self.slots[id(r)] = s
+            new = self.engine.start([s.row for s in take])
+            self.slots.update((id(s.row), s) for s in take)
             self.passes, self.row_steps = self.passes + 1, self.row_steps + len(take)
             out += zip(list(new.rows), new.step(), strict=True)
             self.decode = new if self.decode is None or self.decode.done else self.decode.merge(new)
@@ -157,4 +164,4 @@ class Engine:
                     slot._put(delta)
                 if not row.live:
                     del self.slots[id(row)]
-                    slot._put(row)
+                    slot._put(row.error if row.error is not None else row)
