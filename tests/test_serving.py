@@ -10,35 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import free_port
-
-KEY, LIMITED = "sk-test-main", "sk-test-limited"
-
-
-def guards_available() -> bool:
-    try:
-        import guardrails.chain  # noqa: F401
-        import guardrails.policy  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def start_app(tmp_path, **overrides):
-    """Build a tiny model, deploy the app on a free port; return (url, model name, config)."""
-    from serving.config import ServeConfig
-    from serving.serve_cli import start
-    from serving.tiny_model import build_tiny_model
-
-    model = build_tiny_model(str(tmp_path / "tiny-chat"))
-    keys = tmp_path / "keys.txt"
-    keys.write_text(f"# test keys\n{KEY}\n{LIMITED} 2\n")
-    opts = dict(port=free_port(), run_dir=str(tmp_path / "run"), api_keys_file=str(keys),
-                rate_limit_per_minute=100_000, default_max_tokens=8, max_tokens_limit=64,
-                guards=guards_available())
-    cfg = ServeConfig(model=model, **{**opts, **overrides})
-    start(cfg)
-    return f"http://127.0.0.1:{cfg.port}", cfg.served_name, cfg
+from helpers.serving import KEY, LIMITED, start_app
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +71,6 @@ def test_curl_and_health(live):
     assert "<textarea" in httpx.get(f"{url}/").text
 
 
-@pytest.mark.skipif(not guards_available(), reason="guardrails chain not installed")
 def test_guard_verdicts(live):
     url, model, cfg = live
     # Seeded: the tiny model's reply is random word salad, and whether an output guard objects
