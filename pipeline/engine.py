@@ -87,12 +87,13 @@ def stop_split(text: str, stops: list[str]) -> tuple[int, bool]:
 
 
 def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-                u: torch.Tensor, *, cut: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                u: torch.Tensor, *, cut: bool = True, logprobs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(token [rows], log-prob [rows]) for `logits` [rows, vocab], each row under its own settings.
 
     Inverse-CDF sampling on uniforms `u` [rows]; every tensor stays on the logits'
     device. `cut=False` promises no row uses top-k/top-p and skips the sort. The
-    log-prob is of the temperature-scaled distribution before the top-k/top-p cut.
+    log-prob is of the temperature-scaled distribution before the top-k/top-p cut
+    (None with `logprobs=False`).
     """
     vocab = logits.shape[-1]
     greedy = temperature <= 0
@@ -113,7 +114,7 @@ def sample_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Te
         tok = order.gather(1, tok[:, None])[:, 0]
     # Rounding can put u at the very top of the CDF: fall back to the most likely token.
     tok = torch.where(greedy | (idx >= vocab), best, tok)
-    return tok, torch.log_softmax(scaled, -1).gather(1, tok[:, None])[:, 0]
+    return tok, torch.log_softmax(scaled, -1).gather(1, tok[:, None])[:, 0] if logprobs else None
 
 
 @dataclass(eq=False)
@@ -220,8 +221,10 @@ class Engine:
 
     def generate(self, prompts: list[list[int]], samplings: list[Sampling], **kw) -> list[Row]:
         """Every prompt to its end, batched; `kw` as for `start`."""
-        d = self.start([self.prepare(p, s) for p, s in zip(prompts, samplings, strict=True)], **kw)
-        rows = list(d.rows)
+        rows = [self.prepare(p, s) for p, s in zip(prompts, samplings, strict=True)]
+        if not rows:
+            return []
+        d = self.start(rows, **kw)
         while not d.done:
             d.step()
         return rows
@@ -293,11 +296,11 @@ class Decode:
                 u.append(torch.zeros(1, device=dev))
         return torch.cat(u)
 
-    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         u = self._uniforms()
         cut = any(0 < r.sampling.top_k or r.sampling.top_p < 1.0 for r in self.rows)
         try:
-            return sample_rows(logits, self.temp, self.top_k, self.top_p, u, cut=cut)
+            return sample_rows(logits, self.temp, self.top_k, self.top_p, u, cut=cut, logprobs=self.logprobs)
         except Exception:  # noqa: BLE001 - find the row that broke the batch; the others go on
             toks, lps = [], []
             for i, r in enumerate(self.rows):

@@ -161,14 +161,12 @@ def finalize_base(model, *, out_dir: str, tokenizer_dir: str, prompts: list[list
     local = tempfile.mkdtemp(prefix="d2d-base-") if is_remote(out_dir) else out_dir
     model.save_pretrained(local)
     save_tokenizer(tok, local)
-    samples = []
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in prompts:
-            room = model.config.max_position_embeddings - len(p)  # RoPE was trained on this context only
-            ids = model.generate(torch.tensor([p]), max_new_tokens=max(1, min(sample_tokens, room)), do_sample=True, top_k=50,
-                                 temperature=0.8, pad_token_id=tok.pad_token_id)[0]
-            samples.append({"prompt": tok.decode(p), "continuation": tok.decode(ids[len(p):].tolist())})
+    from pipeline.engine import Engine, Sampling
+
+    # The one sampler; its context check keeps continuations inside the context RoPE was trained on.
+    rows = Engine(model, tok, eos_ids=[tok.eos_token_id]).generate(
+        prompts, [Sampling(max_tokens=sample_tokens, temperature=0.8, top_k=50, seed=seed + i) for i in range(len(prompts))])
+    samples = [{"prompt": tok.decode(p), "continuation": r.text} for p, r in zip(prompts, rows, strict=True)]
     with open(os.path.join(local, "samples.json"), "w") as f:
         json.dump(samples, f, indent=2)
     if local != out_dir:
