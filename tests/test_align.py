@@ -112,14 +112,47 @@ def test_dpo_on_pairs_built_by_the_critic(reward_run, tmp_path):
     assert out["heldout_reward_accuracy"] == ev["heldout_reward_accuracy"]
 
 
-def test_grpo_resumes_after_a_killed_learner(tiny_run):
+GRPO_TINY = {**FAST, "max_steps": 4, "checkpoint_every": 1, "prompts_per_step": 2, "group_size": 2,
+             "max_new_tokens": 6, "eval_n": 8}
+TIMING = ("step_s",)  # the only clock readings in metrics.jsonl
+
+
+@pytest.fixture(scope="module")
+def grpo_resumed(tiny_run) -> Path:
+    """GRPO whose learner is killed at step 2 and resumed from the step-2 checkpoint."""
     from pipeline.train.grpo import GRPOConfig, run
 
-    cfg = build_config(GRPOConfig, "tiny", {**FAST, "run_dir": str(tiny_run), "max_steps": 4, "checkpoint_every": 1,
-                                            "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 6,
-                                            "eval_n": 8, "fail_at_step": 2, "max_failures": 1})
-    run(cfg)
-    ev = _artifacts(tiny_run / "grpo", ("accuracy_before", "accuracy_after"))
+    run(build_config(GRPOConfig, "tiny", {**GRPO_TINY, "run_dir": str(tiny_run), "fail_at_step": 2,
+                                          "max_failures": 1}))
+    return tiny_run / "grpo"
+
+
+def test_grpo_resumes_after_a_killed_learner(grpo_resumed):
+    ev = _artifacts(grpo_resumed, ("accuracy_before", "accuracy_after"))
     assert ev["heldout_problems"] == 8
-    events = [json.loads(x) for x in (tiny_run / "grpo" / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (grpo_resumed / "events.jsonl").read_text().splitlines()]
     assert events == [{"event": "resumed", "step": 2, "time": events[0]["time"]}]
+
+
+def test_grpo_on_a_loaded_machine_takes_the_same_steps_to_the_same_result(tiny_run, grpo_resumed):
+    """Budgets are steps: a run uninterrupted but with both cores busy gives the resumed run's rows."""
+    import subprocess
+    import sys
+
+    from pipeline.train.grpo import GRPOConfig, run
+
+    # Bounded busy loops (they exit on their own after 300 s if the test dies first).
+    spin = "import time\nt=time.time()\nwhile time.time()-t<300: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    try:
+        run(build_config(GRPOConfig, "tiny", {**GRPO_TINY, "run_dir": str(tiny_run), "out": "grpo_loaded"}))
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    rows = lambda d: [{k: v for k, v in json.loads(x).items() if k not in TIMING}  # noqa: E731
+                      for x in (d / "metrics.jsonl").read_text().splitlines()]
+    loaded = tiny_run / "grpo_loaded"
+    assert rows(loaded) == rows(grpo_resumed) and len(rows(loaded)) == 4
+    a, b = (json.loads((d / "eval.json").read_text()) for d in (loaded, grpo_resumed))
+    assert (a["accuracy_before"], a["accuracy_after"]) == (b["accuracy_before"], b["accuracy_after"])
