@@ -94,8 +94,6 @@ class SFTConfig(TrainConfig):
     """LoRA rank."""
     lora_alpha: int = 16
     """LoRA scaling alpha."""
-    ray_num_cpus: int | None = None
-    """CPUs of the embedded local Ray (none: the whole machine). Ignored with --address."""
 
     def __post_init__(self):
         from pipeline.chat.converters import CONVERTERS
