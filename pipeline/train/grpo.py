@@ -165,11 +165,17 @@ def run(cfg: GRPOConfig) -> dict:
     arith, system = arithmetic_defaults(cfg, init)
     problems = heldout(cfg, arith)
     acc = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=0)(accuracy_task)
-    before = ray.get(acc.remote(init, problems, system, cfg.max_new_tokens, int(cfg.cpus_per_worker)))
+    model = RunDir(init)
+    earlier = (model.read_json("sft.json") if model.exists("sft.json") else {}).get("chain", [])
+    chain = {p: ray.get(acc.remote(p, problems, system, cfg.max_new_tokens, int(cfg.cpus_per_worker)))
+             for p in [*earlier, init] if RunDir(p).exists("config.json")}
+    before = chain[init]
     out = fit_rl(cfg, grpo_step, {"source": ProblemSource(cfg, arith), "system": system},
                  panels=[("reward", "accuracy"), ("entropy", "response_length"), ("clip_frac", "approx_kl")])
     after = ray.get(acc.remote(out, problems, system, cfg.max_new_tokens, int(cfg.cpus_per_worker)))
+    chain[out] = after
     ev = {"accuracy_before": before, "accuracy_after": after, "heldout_problems": len(problems),
+          "chain_accuracy": [{"model": p, "accuracy": a} for p, a in chain.items()],
           "task": cfg.task, "arithmetic": arith if cfg.task == "arithmetic" else None, "init": init}
     RunDir(cfg.run_dir).write_json(f"{cfg.out}/eval.json", ev)
     return {"artifacts": out, "accuracy_before": before, "accuracy_after": after}

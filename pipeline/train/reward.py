@@ -137,7 +137,7 @@ def run(cfg: RewardConfig) -> dict:
     enc = lambda ps: [{"chosen": encode_reply(tok, p.prompt, p.chosen, cfg.max_len),  # noqa: E731
                        "rejected": encode_reply(tok, p.prompt, p.rejected, cfg.max_len)} for p in ps]
     out = fit_rl(cfg, reward_step,
-                 {"train": enc(train), "heldout": enc(heldout)[: cfg.eval_n]}, model_fn=reward_model, reference=False,
+                 {"train": enc(train), "heldout": enc(heldout)[: cfg.eval_n]}, model_fn=reward_model, reference=False, chat_model=False,
                  panels=[("loss", "heldout_loss"), ("accuracy", "heldout_accuracy"), ("margin", "heldout_margin")])
     run_dir = RunDir(cfg.run_dir)
     last = run_dir.read_jsonl(f"{cfg.out}/metrics.jsonl")[-1]

@@ -414,12 +414,13 @@ def policy_value_model(init: str, tok) -> PolicyValue:
 
 
 def fit_rl(cfg, step_fn, extras: dict, *, model_fn=policy_model, actors: dict | None = None,
-           reference: bool | None = None, panels: list[tuple[str, ...]] = ()) -> str:
+           reference: bool | None = None, panels: list[tuple[str, ...]] = (), chat_model: bool = True) -> str:
     """Start the reference actor (default: when kl_coef > 0), run the learners on Ray Train; returns RUN/out.
 
     `step_fn(ctx, step) -> stats` is one training step (a top-level function, so it pickles);
     `model_fn(init_dir, tokenizer) -> nn.Module` builds what each learner trains from a local
-    copy of INIT (`policy_model`, `policy_value_model`, `rewardmodel.reward_model`).
+    copy of INIT (`policy_model`, `policy_value_model`, `rewardmodel.reward_model`). A chat
+    model (`chat_model`) carries INIT's chat defaults and becomes RUN/.d2d/serve_model.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -449,4 +450,9 @@ def fit_rl(cfg, step_fn, extras: dict, *, model_fn=policy_model, actors: dict | 
     for a in actors.values():
         ray.kill(a)
     plot_metrics(cfg, list(panels))
+    if chat_model:
+        from pipeline.train.model import carry_chat_defaults, mark_servable
+
+        carry_chat_defaults(cfg.init_dir(), out)
+        mark_servable(cfg.run_dir, out)
     return out
