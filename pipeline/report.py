@@ -221,7 +221,9 @@ def build_report(run_dir: str) -> str:
                 if _plot(rows, keys, f"{stage}: {', '.join(keys)}", png):
                     md += [f"![{stage} {', '.join(keys)}](plots/{png.name})", ""]
         if run.exists(f"{stage}/eval.json"):
-            md += [f"Evaluation (`{stage}/eval.json`):", ""] + _kv_table(run.read_json(f"{stage}/eval.json")) + [""]
+            ev = run.read_json(f"{stage}/eval.json")
+            md += _chain_section(stage, ev.pop("chain_accuracy", None))
+            md += [f"Evaluation (`{stage}/eval.json`):", ""] + _kv_table(ev) + [""]
 
     if run.exists("guard/eval.json"):
         md += _guard_section(run.read_json("guard/eval.json"))
@@ -239,6 +241,16 @@ def build_report(run_dir: str) -> str:
 
     md += ["## Versions", "", _versions(), ""]
     return "\n".join(md)
+
+
+def _chain_section(stage: str, chain: list[dict] | None) -> list[str]:
+    """The alignment chain that ends in `stage`, every model on the same held-out problems."""
+    if not chain:
+        return []
+    md = [f"Alignment chain ending in `{stage}`: held-out accuracy of each model on the same problems "
+          f"(`{stage}/eval.json`).", "", "| model | held-out accuracy |", "|---|---|"]
+    md += [f"| {Path(str(c['model'])).name} | {_fmt(c['accuracy'])} |" for c in chain]
+    return md + [""]
 
 
 def _versions() -> str:

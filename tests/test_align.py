@@ -93,10 +93,11 @@ def test_ppo_writes_policy_metrics_and_kl(reward_run):
     assert ev["kl_target"] == cfg.kl_target and out["artifacts"].endswith("ppo")
 
 
-def test_dpo_on_pairs_built_by_the_critic(reward_run, tmp_path):
+@pytest.fixture(scope="module")
+def dpo_run(reward_run, tmp_path_factory) -> tuple[Path, dict]:
     from pipeline.train.dpo import DPOConfig, run
 
-    constitution = tmp_path / "constitution.yaml"
+    constitution = tmp_path_factory.mktemp("critic") / "constitution.yaml"
     constitution.write_text("name: test\nprinciples:\n  - text: prefer what the reward model prefers\n"
                             "    scorer: reward_model\n    weight: 1.0\n  - text: no secrets\n"
                             "    scorer: guard:secrets\n    weight: 1.0\n  - text: choose the more helpful reply\n"
@@ -105,23 +106,71 @@ def test_dpo_on_pairs_built_by_the_critic(reward_run, tmp_path):
                                            "pairs_from_critic": True, "critic_prompts": 16, "critic_margin": 0.0,
                                            "constitution": str(constitution), "max_steps": 3, "batch_size": 4,
                                            "max_reply_len": 12})
-    out = run(cfg)
-    ev = _artifacts(reward_run / "dpo", ("heldout_reward_accuracy",))
+    return reward_run, run(cfg)
+
+
+def test_dpo_on_pairs_built_by_the_critic(dpo_run):
+    run_dir, out = dpo_run
+    ev = _artifacts(run_dir / "dpo", ("heldout_reward_accuracy",))
     critic = ev["data"]["critic"]
     assert critic["constitution"] == "test" and critic["prompts"] == 16
     assert critic["scorers"] == ["guard:secrets", "judge", "reward_model"]
     assert critic["pairs"] + sum(critic["set_aside"].values()) == 16
     assert out["heldout_reward_accuracy"] == ev["heldout_reward_accuracy"]
+    # The chat defaults SFT taught travel with the policy, with the chain it descends from.
+    carried = json.loads((run_dir / "dpo" / "sft.json").read_text())
+    assert carried["arithmetic"] == {"ops": "+", "lo": 0, "hi": 20} and carried["chain"] == [str(run_dir / "sft")]
 
 
-def test_grpo_resumes_after_a_killed_learner(tiny_run):
+# GRPO starts from DPO's policy: the chain sft -> dpo -> grpo.
+GRPO_TINY = {**FAST, "max_steps": 4, "checkpoint_every": 1, "prompts_per_step": 2, "group_size": 2,
+             "max_new_tokens": 6, "eval_n": 8}
+TIMING = ("step_s",)  # the only clock readings in metrics.jsonl
+
+
+@pytest.fixture(scope="module")
+def grpo_resumed(dpo_run) -> Path:
+    """GRPO from RUN/dpo whose learner is killed at step 2 and resumed from the step-2 checkpoint."""
     from pipeline.train.grpo import GRPOConfig, run
 
-    cfg = build_config(GRPOConfig, "tiny", {**FAST, "run_dir": str(tiny_run), "max_steps": 4, "checkpoint_every": 1,
-                                            "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 6,
-                                            "eval_n": 8, "fail_at_step": 2, "max_failures": 1})
-    run(cfg)
-    ev = _artifacts(tiny_run / "grpo", ("accuracy_before", "accuracy_after"))
+    run_dir = dpo_run[0]
+    run(build_config(GRPOConfig, "tiny", {**GRPO_TINY, "run_dir": str(run_dir), "init": str(run_dir / "dpo"),
+                                          "fail_at_step": 2, "max_failures": 1}))
+    return run_dir / "grpo"
+
+
+def test_grpo_resumes_after_a_killed_learner(grpo_resumed):
+    ev = _artifacts(grpo_resumed, ("accuracy_before", "accuracy_after"))
     assert ev["heldout_problems"] == 8
-    events = [json.loads(x) for x in (tiny_run / "grpo" / "events.jsonl").read_text().splitlines()]
+    run_dir = grpo_resumed.parent
+    # sft -> dpo -> grpo, each measured on the same held-out problems; the last one is served.
+    assert [c["model"] for c in ev["chain_accuracy"]] == [str(run_dir / n) for n in ("sft", "dpo", "grpo")]
+    assert ev["chain_accuracy"][-1]["accuracy"] == ev["accuracy_after"]
+    assert (run_dir / ".d2d" / "serve_model").read_text().strip() == str(grpo_resumed)
+    events = [json.loads(x) for x in (grpo_resumed / "events.jsonl").read_text().splitlines()]
     assert events == [{"event": "resumed", "step": 2, "time": events[0]["time"]}]
+
+
+def test_grpo_on_a_loaded_machine_takes_the_same_steps_to_the_same_result(grpo_resumed):
+    """Budgets are steps: a run uninterrupted but with both cores busy gives the resumed run's rows."""
+    import subprocess
+    import sys
+
+    from pipeline.train.grpo import GRPOConfig, run
+
+    # Bounded busy loops (they exit on their own after 300 s if the test dies first).
+    spin = "import time\nt=time.time()\nwhile time.time()-t<300: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    try:
+        run(build_config(GRPOConfig, "tiny", {**GRPO_TINY, "run_dir": str(grpo_resumed.parent),
+                                              "init": str(grpo_resumed.parent / "dpo"), "out": "grpo_loaded"}))
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    rows = lambda d: [{k: v for k, v in json.loads(x).items() if k not in TIMING}  # noqa: E731
+                      for x in (d / "metrics.jsonl").read_text().splitlines()]
+    loaded = grpo_resumed.parent / "grpo_loaded"
+    assert rows(loaded) == rows(grpo_resumed) and len(rows(loaded)) == 4
+    a, b = (json.loads((d / "eval.json").read_text()) for d in (loaded, grpo_resumed))
+    assert (a["accuracy_before"], a["accuracy_after"]) == (b["accuracy_before"], b["accuracy_after"])

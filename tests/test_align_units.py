@@ -141,3 +141,47 @@ def test_gsm8k_problems_and_verifiable_reward():
     assert verifiable_reward("#### 18", 18, 0.1) == (1.1, True)
     assert verifiable_reward("I think 18", 18, 0.1) == (1.0, True)  # right but off-format
     assert verifiable_reward("The answer is 17.", 18, 0.1) == (0.1, False)
+
+
+class _MetaScalars(torch.overrides.TorchFunctionMode):
+    """Reading a number off a meta tensor gives 0 (it has no data); every other op runs as is, so an op
+    mixing the learner's device with the CPU raises ("Tensor on device cpu is not on the expected device")."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        meta = bool(args) and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta"
+        if meta and func is torch.Tensor.__bool__:
+            return True
+        if meta and func in (torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.tolist):
+            return 0.0
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("with_value", [False, True], ids=["grpo", "ppo"])
+def test_rl_update_keeps_every_op_on_the_learner_device(with_value):
+    """The learner on `meta` stands in for a GPU (none here): rollouts arrive on the CPU, and the
+    update must move them, never mix devices or copy log-probs back (`.cpu()` of meta raises)."""
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pipeline.train.rl import PolicyValue, rl_update
+    from pipeline.train.rollout import Rollout
+
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64))
+    policy = PolicyValue(lm, with_value=with_value).to("meta")
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    B, P, T = 4, 5, 6
+    ids = torch.randint(0, 64, (B, P + T))
+    ro = Rollout(input_ids=ids, attention_mask=torch.ones_like(ids), prompt_len=P,
+                 response_mask=torch.ones(B, T, dtype=torch.long), logprobs=torch.randn(B, T))
+    cfg = SimpleNamespace(epochs_per_step=2, minibatch_size=2, seed=0, temperature=1.0, clip_eps=0.2,
+                          kl_coef=0.1, kl_estimator="k3", grad_clip=1.0)
+    ctx = SimpleNamespace(cfg=cfg, step=0, model=policy, device=torch.device("meta"), opt=opt,
+                          sched=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0))
+    values = {"returns": torch.randn(B, T), "old_values": torch.randn(B, T)} if with_value else {}
+    with _MetaScalars():
+        stats = rl_update(ctx, ro, torch.randn(B, T), ref_logp=torch.randn(B, T), **values)
+    assert ("value_loss" in stats) == with_value and "kl_loss" in stats
+    assert all(p.device.type == "meta" for p in policy.parameters())

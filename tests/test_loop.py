@@ -133,3 +133,22 @@ def test_fsdp2_on_gloo_trains_and_saves_a_full_model(ray_local, tiny_run, tmp_pa
     assert [r["step"] for r in rows] == list(range(1, 7)) and rows[-1]["loss"] < rows[0]["loss"]
     model = AutoModelForCausalLM.from_pretrained(saved)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_use_gpu_true_always_asks_ray_for_gpus_and_auto_falls_back_saying_so(ray_local, tiny_run, capsys):
+    """`true` must reach the ScalingConfig even on a cluster with no GPU now (an autoscaler adds
+    one); `auto` trains on CPU there and says so. The shared test Ray has no GPU."""
+    from cluster.config import build_config
+    from pipeline.train.grpo import GRPOConfig
+    from pipeline.train.loop import resolve_gpu, trainer
+
+    manifest = json.loads((tiny_run / "tokens/manifest.json").read_text())
+    hf = llama_config("tiny", vocab_size=manifest["vocab_size"], seq_len=SEQ_LEN)
+    t = trainer(TrainConfig(use_gpu=True), model_fn=partial(build_model, hf), out_dir=str(tiny_run / "gpu"),
+                train=ShardBatches(str(tiny_run / "tokens"), "train", 8, 0),
+                storage_path=str(tiny_run / ".ray_train"), name="gpu")
+    assert t.scaling_config.use_gpu is True
+    assert resolve_gpu("auto", "sft") is False
+    assert "[sft] use_gpu=auto: no GPU in the cluster now, training on CPU" in capsys.readouterr().out
+    assert build_config(GRPOConfig, None, {"use_gpu": "auto"}).use_gpu == "auto"
+    assert build_config(GRPOConfig, None, {"use_gpu": "true"}).use_gpu is True

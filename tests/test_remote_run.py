@@ -13,9 +13,9 @@ import json
 import os
 
 import pytest
+from conftest import free_port
 
 from cluster.config import build_config
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.multinode  # its own Ray (with the S3 variables), so it runs after the shared one
 

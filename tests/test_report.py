@@ -47,6 +47,16 @@ def test_report_numbers_trace_to_files(tmp_path):
     assert (tmp_path / "r" / "report.md").read_text().startswith("# Report card")
 
 
+def test_report_compares_the_alignment_chain_on_the_same_problems(tmp_path):
+    run = _fake_run(tmp_path / "r")
+    chain = [{"model": run.path(n), "accuracy": acc} for n, acc in (("sft", 0.25), ("dpo", 0.2612), ("grpo", 0.5833))]
+    run.write_json("grpo/eval.json", {"accuracy_before": 0.2612, "accuracy_after": 0.5833, "chain_accuracy": chain})
+    md = build_report(run.root)
+    table = md[md.index("Alignment chain ending in `grpo`"):]
+    assert "| sft | 0.25 |\n| dpo | 0.2612 |\n| grpo | 0.5833 |" in table
+    assert "chain_accuracy" not in md  # shown as the table, not as a raw key
+
+
 def test_report_guard_section_from_suite_file(tmp_path):
     run = RunDir(tmp_path / "r")
     run.write_json("guard/eval.json", {

@@ -20,8 +20,8 @@ from typing import ClassVar
 
 import torch
 
+from pipeline.train.datasets import HH_PAIRS
 from pipeline.train.losses import dpo_loss
-from pipeline.train.reward import HH_PAIRS
 from pipeline.train.rl import WithReference
 from pipeline.train.rollout import join
 
@@ -122,7 +122,7 @@ def dpo_step(ctx, step: int) -> dict:
     loss, stats = pair_metrics(pc, pr, rc, rr, cfg.beta, cfg.label_smoothing)
     ctx.opt.zero_grad(set_to_none=True)
     loss.backward()
-    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.max_grad_norm))
+    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip or float("inf")))
     ctx.opt.step()
     ctx.sched.step()
     stats["lr"] = ctx.sched.get_last_lr()[0]
@@ -206,7 +206,7 @@ def run(cfg: DPOConfig) -> dict:
     heldout = with_reference(ref, heldout, tok.pad_token_id)
     ray.kill(ref)
     # Reference log-probs were computed above, once; the learners need no reference actor.
-    out = fit_rl(cfg, "pipeline.train.dpo:dpo_step", {"train": train, "heldout": heldout}, reference=False,
+    out = fit_rl(cfg, dpo_step, {"train": train, "heldout": heldout}, reference=False,
                  panels=[("loss", "heldout_loss"), ("reward_accuracy", "heldout_reward_accuracy"),
                          ("reward_margin", "heldout_reward_margin"), ("chosen_logp", "rejected_logp")])
     row = RunDir(cfg.run_dir).read_jsonl(f"{cfg.out}/metrics.jsonl")[-1]

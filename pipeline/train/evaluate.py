@@ -56,8 +56,6 @@ class EvalConfig:
     """CPUs of the Ray task that evaluates (also its torch threads)."""
     num_gpus: float = 0.0
     """GPUs of the Ray task (uses CUDA when > 0 and available)."""
-    ray_num_cpus: int | None = None
-    """CPUs of the embedded local Ray (none: the whole machine). Ignored with --address."""
 
     presets: ClassVar[dict[str, dict]] = {"tiny": {"stop_prompts": 32, "arith_n": 40}}
 
@@ -126,7 +124,7 @@ def stop_rate(model, tok, prompts: list[list[dict]], max_new_tokens: int, temper
     from pipeline.train.rollout import decode_responses, sample
 
     im_end = tok.convert_tokens_to_ids(IM_END)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     stopped, replies, lengths = 0, [], []
     for chunk in _batches(prompts, batch_size):
         ids = [render_chat(tok, m, add_generation_prompt=True) for m in chunk]

@@ -89,7 +89,8 @@ class TrainConfig:
     max_steps: int = 100
     """Optimizer steps in total (a resumed run continues to this)."""
     time_limit_s: float = 0.0
-    """Stop after this many seconds of training in this attempt (0: no limit); the last step is checkpointed."""
+    """Opt-in safety stop after this many seconds of training in this attempt (0, the default and every preset's: none);
+    the last step is checkpointed. Results then depend on machine speed; budgets are `max_steps`."""
     seed: int = 0
     """Seed of model init, data order and dropout."""
     checkpoint_every: int = 50
@@ -328,8 +329,11 @@ class _Worker:
 
         cfg = self.cfg
         fail_at, fail_rank = self.c.get("fail_at_step"), self.c.get("fail_rank", 0)
+        from pipeline.train.progress import Progress
+
         started = tick = time.time()
         tokens_since = 0.0
+        progress = Progress(self.c.get("name", "train"), cfg.max_steps, self.step, live=self.c.get("progress_live", False))
         self.model.train()
         while self.step < cfg.max_steps:
             if fail_at is not None and self.step == fail_at and self.rank == fail_rank and not self.restored:
@@ -350,6 +354,8 @@ class _Worker:
                 row.update({"step": step, **self.evaluate()})
             if row and self.rank == 0:
                 self.run.append_jsonl("metrics.jsonl", {k: _round(v) for k, v in row.items()})
+            if self.rank == 0:
+                progress.update(step, {k: row[k] for k in ("loss", "val_loss") if k in row} or {"loss": stats["loss"]})
             metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))} or {"step": step}
             if step % cfg.checkpoint_every == 0 or last:
                 self.checkpoint(metrics)
@@ -402,12 +408,14 @@ def trainer(cfg: TrainConfig, *, model_fn, train, val=None, loss_fn=causal_lm_lo
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.runfs import RunDir
+    from pipeline.train.progress import live_default
 
     fail_at = os.environ.get("D2D_FAIL_AT_STEP")
     gpu = resolve_gpu(cfg.use_gpu, name)
     loop_config = {"cfg": cfg, "model_fn": model_fn, "train": train, "val": val, "loss_fn": loss_fn,
                    "finalize": finalize, "out_dir": out_dir, "bytes_per_token": bytes_per_token,
-                   "fail_at_step": int(fail_at) if fail_at else None, "gpu": gpu,
+                   "fail_at_step": int(fail_at) if fail_at else None, "gpu": gpu, "name": name,
+                   "progress_live": live_default(),
                    "fail_rank": int(os.environ.get("D2D_FAIL_RANK", "0"))}
     return TorchTrainer(
         train_loop_per_worker,

@@ -103,6 +103,29 @@ if __name__ == "__main__":
               f"non-embedding {d['non_embedding_parameters'] / 1e6:8.1f}M  FLOPs/token {d['flops_per_token']:.3e}")
 
 
+SERVE_POINTER = ".d2d/serve_model"
+"""RUN/.d2d/serve_model: the folder of the run's newest chat model (`make demo` serves it)."""
+
+
+def carry_chat_defaults(init: str, out: str) -> list[str]:
+    """Copy INIT/sft.json (system prompt, arithmetic range) into OUT with the chain so far, so a
+    stage started from OUT (e.g. GRPO after DPO) uses the chat defaults SFT taught; returns the chain."""
+    from pipeline.runfs import RunDir
+
+    src = RunDir(init)
+    defaults = src.read_json("sft.json") if src.exists("sft.json") else {}
+    chain = [*defaults.get("chain", []), init]
+    RunDir(out).write_json("sft.json", {**defaults, "chain": chain})
+    return chain
+
+
+def mark_servable(run_dir: str, model_dir: str) -> str:
+    """Point RUN/.d2d/serve_model at a chat model folder (the last writer in a recipe is its last stage)."""
+    from pipeline.runfs import RunDir
+
+    return RunDir(run_dir).write_text(SERVE_POINTER, model_dir + "\n")
+
+
 def save_chat_model(out: str, model, tok) -> str:
     """Save an HF folder (path or URI) whose generation_config stops at `<|im_end|>` as well as
     `<|endoftext|>`: plain `model.generate` (and any HF tool) then ends a chat turn where the

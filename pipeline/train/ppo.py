@@ -22,9 +22,9 @@ from typing import ClassVar
 
 import torch
 
+from pipeline.train.datasets import HH_PAIRS
 from pipeline.train.losses import gae, kl_controller, masked_whiten, per_token_rewards
-from pipeline.train.reward import HH_PAIRS
-from pipeline.train.rl import RLCommon, rl_update
+from pipeline.train.rl import RLCommon, policy_value_model, rl_update
 
 
 @dataclass(kw_only=True)
@@ -187,7 +187,7 @@ def run(cfg: PPOConfig) -> dict:
     if system:
         prompts = [[{"role": "system", "content": system}, *p] for p in prompts]
     reward = spawn(RewardScorer, rm, num_cpus=cfg.reward_num_cpus, num_gpus=cfg.reward_num_gpus)
-    out = fit_rl(cfg, "pipeline.train.ppo:ppo_step", {"prompts": prompts}, model="policy_value",
+    out = fit_rl(cfg, ppo_step, {"prompts": prompts}, model_fn=policy_value_model,
                  actors={"reward": reward}, reference=True,
                  panels=[("reward", "kl"), ("beta",), ("entropy", "response_length"), ("clip_frac", "value_loss")])
     rows = RunDir(cfg.run_dir).read_jsonl(f"{cfg.out}/metrics.jsonl")

@@ -67,8 +67,6 @@ class PretrainConfig(TrainConfig):
     """Ray Tune search space, FIELD=KIND:ARGS with KIND loguniform:lo:hi | uniform:lo:hi | randint:lo:hi | choice:a|b|c."""
     trials: int = 4
     """Ray Tune trials (ASHA stops the worst early on validation loss)."""
-    ray_num_cpus: int | None = None
-    """CPUs of the embedded local Ray (default: the machine's)."""
 
     def __post_init__(self):
         super().__post_init__()

@@ -7,7 +7,8 @@ The backbone comes from RUN/sft (or any HF causal-LM folder); a scalar head read
 last token (`AutoModelForSequenceClassification`, num_labels=1, so HF tools load it).
 Pairs are TRL-convention JSONL or Anthropic HH rows (pipeline.chat.prefs), split by
 prompt hash into train and held-out; the held-out pairwise accuracy goes to
-RUN/reward/eval.json. Training runs on Ray Train through the shared loop.
+RUN/reward/eval.json. Training runs on Ray Train through the shared loop; the model
+itself (load, score, loss) is the library pipeline.train.rewardmodel.
 """
 
 from __future__ import annotations
@@ -19,91 +20,15 @@ from typing import ClassVar
 import torch
 
 from pipeline.runfs import fsspec_exists
-from pipeline.train.losses import bradley_terry_loss
+from pipeline.train.datasets import HH_PAIRS
+from pipeline.train.rewardmodel import (  # noqa: F401  (load_reward_model, score_pairs: rollout.RewardScorer)
+    encode_reply,
+    load_reward_model,
+    pair_batch_loss,
+    pairwise_accuracy,
+    score_pairs,
+)
 from pipeline.train.rl import LearnerCommon
-from pipeline.train.rollout import left_pad
-
-HH_PAIRS = "../shared/data/prefs/hh_rlhf_harmless_base_test.jsonl.gz"
-
-
-def load_reward_model(path: str, device: str | None = None):
-    """(model, tokenizer) of a saved reward model (path or URI), in eval mode, on `device`
-    (default: the GPU Ray gave this process, else CPU)."""
-    from transformers import AutoModelForSequenceClassification
-
-    from pipeline.runfs import local_path
-    from pipeline.tokenizer import load_tokenizer
-
-    path = local_path(path)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    return model.to(device).eval(), load_tokenizer(path)
-
-
-def init_reward_model(backbone: str, pad_id: int):
-    """A reward model whose transformer is the backbone's (path or URI), with a freshly initialised scalar head."""
-    from transformers import AutoModelForSequenceClassification
-
-    from pipeline.runfs import local_path
-
-    model = AutoModelForSequenceClassification.from_pretrained(local_path(backbone), num_labels=1,
-                                                               dtype=torch.float32)
-    model.config.pad_token_id = pad_id
-    return model
-
-
-def encode_reply(tok, prompt: list[dict], reply: str, max_len: int) -> list[int]:
-    """ChatML ids of prompt + reply, keeping the last `max_len` tokens (the reply is at the end)."""
-    from pipeline.tokenizer import render_chat
-
-    ids = render_chat(tok, prompt + [{"role": "assistant", "content": reply}])
-    return ids[-max_len:]
-
-
-def rewards(model, ids: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Scalar reward per sequence: left-padded, so the head reads every row's last real token."""
-    x, mask = left_pad(ids, pad_id)
-    device = next(model.parameters()).device
-    x, mask = x.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return model(input_ids=x, attention_mask=mask, position_ids=pos).logits[:, 0].float()
-
-
-@torch.no_grad()
-def score_pairs(model, tok, prompts: list[list[dict]], replies: list[str], max_len: int = 512,
-                batch_size: int = 16) -> list[float]:
-    ids = [encode_reply(tok, p, r, max_len) for p, r in zip(prompts, replies, strict=True)]
-    out: list[float] = []
-    for i in range(0, len(ids), batch_size):
-        out.extend(rewards(model, ids[i : i + batch_size], tok.pad_token_id).tolist())
-    return out
-
-
-def pair_batch_loss(model, batch: dict, pad_id: int) -> tuple[torch.Tensor, dict]:
-    """Bradley–Terry on one batch of encoded pairs: chosen and rejected in one forward pass."""
-    n = len(batch["chosen"])
-    r = rewards(model, batch["chosen"] + batch["rejected"], pad_id)
-    loss, acc = bradley_terry_loss(r[:n], r[n:])
-    return loss, {"accuracy": acc.item(), "margin": (r[:n] - r[n:]).mean().item()}
-
-
-@torch.no_grad()
-def pairwise_accuracy(model, pairs: list[dict], pad_id: int, batch_size: int = 16) -> dict:
-    """Held-out accuracy (chosen scored above rejected), mean margin and BT loss."""
-    model.eval()
-    wins = total = 0
-    margins, losses = [], []
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i : i + batch_size]
-        batch = {"chosen": [p["chosen"] for p in chunk], "rejected": [p["rejected"] for p in chunk]}
-        loss, stats = pair_batch_loss(model, batch, pad_id)
-        wins += stats["accuracy"] * len(chunk)
-        total += len(chunk)
-        margins.append(stats["margin"] * len(chunk))
-        losses.append(loss.item() * len(chunk))
-    return {"accuracy": wins / max(total, 1), "margin": sum(margins) / max(total, 1),
-            "loss": sum(losses) / max(total, 1), "pairs": total}
-
 
 # ---------------------------------------------------------------- the stage
 
@@ -161,7 +86,7 @@ def reward_step(ctx, step: int) -> dict:
     ctx.opt.zero_grad(set_to_none=True)
     loss.backward()
     stats.update(loss=loss.item(), lr=ctx.sched.get_last_lr()[0],
-                 grad_norm=float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.max_grad_norm)))
+                 grad_norm=float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip or float("inf"))))
     ctx.opt.step()
     ctx.sched.step()
     if ctx.rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps):
@@ -195,6 +120,7 @@ def run(cfg: RewardConfig) -> dict:
     from pipeline.errors import StageError
     from pipeline.runfs import RunDir, local_path
     from pipeline.tokenizer import load_tokenizer
+    from pipeline.train.rewardmodel import reward_model
     from pipeline.train.rl import fit_rl
 
     if cfg.action == "score":
@@ -210,8 +136,8 @@ def run(cfg: RewardConfig) -> dict:
         raise StageError(f"{len(data.pairs)} usable pairs give an empty train or held-out split")
     enc = lambda ps: [{"chosen": encode_reply(tok, p.prompt, p.chosen, cfg.max_len),  # noqa: E731
                        "rejected": encode_reply(tok, p.prompt, p.rejected, cfg.max_len)} for p in ps]
-    out = fit_rl(cfg, "pipeline.train.reward:reward_step",
-                 {"train": enc(train), "heldout": enc(heldout)[: cfg.eval_n]}, model="reward", reference=False,
+    out = fit_rl(cfg, reward_step,
+                 {"train": enc(train), "heldout": enc(heldout)[: cfg.eval_n]}, model_fn=reward_model, reference=False, chat_model=False,
                  panels=[("loss", "heldout_loss"), ("accuracy", "heldout_accuracy"), ("margin", "heldout_margin")])
     run_dir = RunDir(cfg.run_dir)
     last = run_dir.read_jsonl(f"{cfg.out}/metrics.jsonl")[-1]

@@ -45,15 +45,16 @@ class LearnerCommon:
     max_steps: int = 200
     """Optimizer steps (RL: one rollout batch each)."""
     time_limit_s: float = 0.0
-    """Stop after this many seconds of training (0: no limit); the steps done are saved."""
+    """Opt-in safety stop after this many seconds of training (0, the default and every preset's: none).
+    Results then depend on machine speed; budgets are `max_steps`."""
     lr: float = 1e-5
     """AdamW learning rate (constant after a short warmup)."""
     warmup_steps: int = 5
     """Linear warmup steps."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping; the norm is still logged)."""
     seed: int = 0
     """Seed for sampling and data order."""
     num_workers: int = 1
@@ -79,6 +80,8 @@ class LearnerCommon:
             raise ValueError(f"cpus_per_worker: must be > 0, got {self.cpus_per_worker}")
         if self.max_failures < 0:
             raise ValueError(f"max_failures: must be >= 0, got {self.max_failures}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip: must be >= 0, got {self.grad_clip}")
 
     def init_dir(self) -> str:
         from pipeline.runfs import RunDir
@@ -192,8 +195,13 @@ def rl_update(ctx, ro: Rollout, advantages: torch.Tensor, *, ref_logp: torch.Ten
               returns: torch.Tensor | None = None, old_values: torch.Tensor | None = None,
               vf_coef: float = 0.1, value_clip: float | None = 0.2) -> dict:
     """Clipped-surrogate minibatch epochs over one rollout batch (plus value loss, plus in-loss KL)."""
-    cfg = ctx.cfg
-    mask = ro.response_mask.float()
+    cfg, dev = ctx.cfg, ctx.device
+    # Everything the loss touches lives on the learner's device; rollouts arrive on the CPU.
+    mask = ro.response_mask.to(dev).float()
+    old_logp, advantages = ro.logprobs.to(dev), advantages.to(dev)
+    ref_logp = ref_logp.to(dev) if ref_logp is not None else None
+    returns = returns.to(dev) if returns is not None else None
+    old_values = old_values.to(dev) if old_values is not None else None
     n = len(ro.input_ids)
     gen = torch.Generator().manual_seed(cfg.seed + ctx.step)
     sums: dict[str, float] = {}
@@ -207,9 +215,8 @@ def rl_update(ctx, ro: Rollout, advantages: torch.Tensor, *, ref_logp: torch.Ten
             ids = ro.input_ids[idx][:, : ro.prompt_len + cols]
             am = ro.attention_mask[idx][:, : ro.prompt_len + cols]
             m = m[:, :cols]
-            logp, ent, values = ctx.model(ids.to(ctx.device), am.to(ctx.device), ro.prompt_len, cfg.temperature)
-            logp, ent = logp.cpu(), ent.cpu()
-            loss, st = ppo_policy_loss(logp, ro.logprobs[idx][:, :cols], advantages[idx][:, :cols], m, cfg.clip_eps)
+            logp, ent, values = ctx.model(ids.to(dev), am.to(dev), ro.prompt_len, cfg.temperature)
+            loss, st = ppo_policy_loss(logp, old_logp[idx][:, :cols], advantages[idx][:, :cols], m, cfg.clip_eps)
             stats = {"policy_loss": loss.item(), "clip_frac": st["clip_frac"].item(),
                      "approx_kl": st["approx_kl"].item(), "entropy": masked_mean(ent, m).item()}
             if ref_logp is not None and cfg.kl_coef > 0:
@@ -217,12 +224,12 @@ def rl_update(ctx, ro: Rollout, advantages: torch.Tensor, *, ref_logp: torch.Ten
                 loss = loss + cfg.kl_coef * kl
                 stats["kl_loss"] = kl.item()
             if values is not None:
-                vl = value_loss(values.cpu(), old_values[idx][:, :cols], returns[idx][:, :cols], m, value_clip)
+                vl = value_loss(values, old_values[idx][:, :cols], returns[idx][:, :cols], m, value_clip)
                 loss = loss + vf_coef * vl
                 stats["value_loss"] = vl.item()
             ctx.opt.zero_grad(set_to_none=True)
             loss.backward()
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.max_grad_norm))
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip or float("inf")))
             ctx.opt.step()
             ctx.sched.step()
             for k, v in stats.items():
@@ -256,7 +263,6 @@ class Reference(ReferenceModel):
 
 def _setup(config: dict):
     import ray.train
-    from transformers import AutoModelForCausalLM
 
     from pipeline.runfs import local_path
     from pipeline.tokenizer import load_tokenizer, stop_token_ids
@@ -269,13 +275,7 @@ def _setup(config: dict):
     device = torch.device("cuda" if config.get("gpu") and torch.cuda.is_available() else "cpu")
     init = local_path(cfg.init_dir())
     tok = load_tokenizer(init)
-    if config.get("model") == "reward":
-        from pipeline.train.reward import init_reward_model
-
-        policy = init_reward_model(init, tok.pad_token_id).to(device)
-    else:
-        lm = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
-        policy = PolicyValue(lm, with_value=config.get("model") == "policy_value").to(device)
+    policy = config["model_fn"](init, tok).to(device)
     model = policy
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -283,7 +283,7 @@ def _setup(config: dict):
         model = DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + rank)  # sampling draws on the model's device
 
     def sample_fn(prompt_ids: list[list[int]]) -> Rollout:
         return sample(policy.lm, prompt_ids, max_new_tokens=cfg.max_new_tokens, eos_ids=stop_token_ids(tok),
@@ -321,7 +321,7 @@ def _restore(ctx) -> int:
     if ckpt is None:
         return 0
     with ckpt.as_directory() as d:
-        blob = torch.load(os.path.join(d, "rl.pt"), map_location=ctx.device, weights_only=False)
+        blob = torch.load(os.path.join(d, "rl.pt"), map_location="cpu", weights_only=False)  # generator states stay CPU bytes
     ctx.policy.load_state_dict(blob["model"])
     ctx.opt.load_state_dict(blob["opt"])
     ctx.sched.load_state_dict(blob["sched"])
@@ -338,13 +338,17 @@ def _stop_now(ctx, started: float) -> bool:
     return bool(flag.item())
 
 
+#: Metrics shown on the progress line, when a stage reports them.
+PROGRESS_KEYS = ("loss", "reward", "accuracy", "kl", "heldout_accuracy")
+
+
 def train_loop(config: dict) -> None:
     """Ray Train entry: restore, then RL steps with sparse reports and checkpoints, then save."""
-    from cluster.stages import _load
     from pipeline.runfs import RunDir
+    from pipeline.train.progress import Progress
 
     cfg = config["cfg"]
-    step_fn = _load(config["step_fn"])
+    step_fn = config["step_fn"]
     ctx = _setup(config)
     restored = _restore(ctx)
     run, rel = RunDir(cfg.run_dir), f"{cfg.out}/metrics.jsonl"
@@ -354,6 +358,7 @@ def train_loop(config: dict) -> None:
             run.append_jsonl(f"{cfg.out}/events.jsonl", {"event": "resumed", "step": restored, "time": time.time()})
     started = time.time()
     step = restored
+    progress = Progress(cfg.out, cfg.max_steps, restored, live=config.get("progress_live", False))
     for step in range(restored, cfg.max_steps):
         if cfg.fail_at_step == step and restored == 0:
             raise RuntimeError(f"fault injection: learner fails at step {step} (fail_at_step)")
@@ -363,6 +368,7 @@ def train_loop(config: dict) -> None:
         row = {"step": step + 1, **{k: round(v, 6) for k, v in stats.items()}, "step_s": round(time.time() - t0, 3)}
         if ctx.rank == 0:
             run.append_jsonl(rel, row)
+            progress.update(step + 1, {k: row[k] for k in PROGRESS_KEYS if k in row})
         stop = _stop_now(ctx, started)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps or stop:
             _save_checkpoint(ctx, step + 1, row)
@@ -393,18 +399,35 @@ def plot_metrics(cfg, panels: list[tuple[str, ...]]) -> list[str]:
     return plot_rows(rows, cfg.out_dir(), [("_".join(keys), keys) for keys in panels])
 
 
-def fit_rl(cfg, step_fn: str, extras: dict, *, model: str = "policy", actors: dict | None = None,
-           reference: bool | None = None, panels: list[tuple[str, ...]] = ()) -> str:
+def policy_model(init: str, tok) -> PolicyValue:
+    """The default `model_fn`: INIT's LM as the policy (GRPO, DPO)."""
+    from transformers import AutoModelForCausalLM
+
+    return PolicyValue(AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32), with_value=False)
+
+
+def policy_value_model(init: str, tok) -> PolicyValue:
+    """PPO's `model_fn`: INIT's LM plus a zero-initialised value head."""
+    from transformers import AutoModelForCausalLM
+
+    return PolicyValue(AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32), with_value=True)
+
+
+def fit_rl(cfg, step_fn, extras: dict, *, model_fn=policy_model, actors: dict | None = None,
+           reference: bool | None = None, panels: list[tuple[str, ...]] = (), chat_model: bool = True) -> str:
     """Start the reference actor (default: when kl_coef > 0), run the learners on Ray Train; returns RUN/out.
 
-    `model` is what each learner trains: "policy" (the LM), "policy_value" (LM + value head,
-    PPO) or "reward" (a sequence-scoring reward model from INIT's backbone).
+    `step_fn(ctx, step) -> stats` is one training step (a top-level function, so it pickles);
+    `model_fn(init_dir, tokenizer) -> nn.Module` builds what each learner trains from a local
+    copy of INIT (`policy_model`, `policy_value_model`, `rewardmodel.reward_model`). A chat
+    model (`chat_model`) carries INIT's chat defaults and becomes RUN/.d2d/serve_model.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from pipeline.runfs import RunDir
     from pipeline.train.loop import resolve_gpu
+    from pipeline.train.progress import live_default
     from pipeline.train.rollout import spawn
 
     gpu = resolve_gpu(cfg.use_gpu, cfg.out)
@@ -414,7 +437,7 @@ def fit_rl(cfg, step_fn: str, extras: dict, *, model: str = "policy", actors: di
     out = RunDir(cfg.run_dir).makedirs(cfg.out)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg, "step_fn": step_fn, "model": model, "gpu": gpu,
+        train_loop_config={"cfg": cfg, "step_fn": step_fn, "progress_live": live_default(), "model_fn": model_fn, "gpu": gpu,
                            "extras": {**extras, **actors}},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu,
                                                resources_per_worker={"CPU": cfg.cpus_per_worker}),
@@ -427,4 +450,9 @@ def fit_rl(cfg, step_fn: str, extras: dict, *, model: str = "policy", actors: di
     for a in actors.values():
         ray.kill(a)
     plot_metrics(cfg, list(panels))
+    if chat_model:
+        from pipeline.train.model import carry_chat_defaults, mark_servable
+
+        carry_chat_defaults(cfg.init_dir(), out)
+        mark_servable(cfg.run_dir, out)
     return out

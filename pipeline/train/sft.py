@@ -94,8 +94,6 @@ class SFTConfig(TrainConfig):
     """LoRA rank."""
     lora_alpha: int = 16
     """LoRA scaling alpha."""
-    ray_num_cpus: int | None = None
-    """CPUs of the embedded local Ray (none: the whole machine). Ignored with --address."""
 
     def __post_init__(self):
         from pipeline.chat.converters import CONVERTERS
@@ -278,6 +276,7 @@ def run(cfg: SFTConfig) -> dict:
 
     from pipeline.runfs import RunDir
     from pipeline.train.loop import fit
+    from pipeline.train.model import mark_servable
     from pipeline.train.plots import plot_metrics
 
     started = time.time()
@@ -307,6 +306,7 @@ def run(cfg: SFTConfig) -> dict:
                "final_val_loss": vals[-1] if vals else None, "seconds": round(time.time() - started, 1)}
     run_dir.write_json("sft/sft.json", {**chat_defaults(cfg), "data": data["report"], "train": summary,
                                         "config": dataclasses.asdict(cfg)})
+    mark_servable(cfg.run_dir, out)
     return {"artifacts": out, **summary, "plots": plots,
             "truncated": data["report"]["encoding_train"].get("truncated", 0),
             "rejected": sum(data["report"]["rejected"].values())}
