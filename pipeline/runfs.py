@@ -4,7 +4,7 @@
     run = RunDir("runs/demo")
     run.write_json("curated/stats.json", stats)     # atomic on local disks
     run.exists("tokens/manifest.json")
-    run.save_pretrained("sft", model, tok)          # HF folder: saved locally, then uploaded
+    run.write_dir("sft", model.save_pretrained)     # a folder: written locally, then uploaded
     local = run.local_dir("sft")                    # a local copy to from_pretrained (cached)
     trainer_kw = run.ray_storage(".ray_train")      # RunConfig(storage_path=..., storage_filesystem=...)
 
@@ -23,6 +23,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,17 +142,8 @@ class RunDir:
         _LOCAL_COPIES.pop(dest, None)
         return dest
 
-    def save_pretrained(self, rel: str, *objs) -> str:
-        """`obj.save_pretrained` of each object (model, tokenizer) into rel/, local or remote."""
-        from pipeline.tokenizer import save_tokenizer
-
-        def save(folder: str) -> None:
-            for obj in objs:
-                if hasattr(obj, "chat_template") or hasattr(obj, "convert_tokens_to_ids"):
-                    save_tokenizer(obj, folder)  # keeps the chat template inside tokenizer_config.json
-                else:
-                    obj.save_pretrained(folder)
-
+    def write_dir(self, rel: str, save: Callable[[str], None]) -> str:
+        """`save(folder)` writes a folder (an HF model with its tokenizer, say) as rel/, local or remote."""
         if not is_remote(self.root):
             save(self.makedirs(rel))
             return self.path(rel)

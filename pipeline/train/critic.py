@@ -153,7 +153,8 @@ def critic_pairs(cfg, prompts: list[list[dict]], sampler) -> tuple[list[PrefPair
     with the critic, keep the decided pairs."""
     import ray
 
-    from pipeline.train.rollout import RewardScorer, spawn
+    from pipeline.train.rewardmodel import RewardScorer
+    from pipeline.train.rollout import spawn
 
     constitution = load_constitution(cfg.constitution)
     from pipeline.runfs import RunDir

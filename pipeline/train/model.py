@@ -131,10 +131,14 @@ def save_chat_model(out: str, model, tok) -> str:
     `<|endoftext|>`: plain `model.generate` (and any HF tool) then ends a chat turn where the
     assistant does, instead of running on into a made-up next turn."""
     from pipeline.runfs import RunDir
-    from pipeline.tokenizer import stop_token_ids
+    from pipeline.tokenizer import save_tokenizer, stop_token_ids
 
     gc = getattr(model, "generation_config", None)
     if gc is not None and model.can_generate():
         gc.eos_token_id = stop_token_ids(tok)
         gc.pad_token_id = tok.pad_token_id
-    return RunDir(out).save_pretrained("", model, tok)
+    def save(folder: str) -> None:
+        model.save_pretrained(folder)
+        save_tokenizer(tok, folder)  # keeps the chat template inside tokenizer_config.json
+
+    return RunDir(out).write_dir("", save)

@@ -176,8 +176,9 @@ def run(cfg: PPOConfig) -> dict:
     from pipeline.errors import StageError
     from pipeline.runfs import RunDir
     from pipeline.tokenizer import load_tokenizer
+    from pipeline.train.rewardmodel import RewardScorer
     from pipeline.train.rl import arithmetic_defaults, fit_rl
-    from pipeline.train.rollout import RewardScorer, spawn
+    from pipeline.train.rollout import spawn
 
     rm = cfg.reward_model or RunDir(cfg.run_dir).path("reward")
     if not RunDir(rm).exists("config.json"):

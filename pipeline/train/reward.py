@@ -21,7 +21,7 @@ import torch
 
 from pipeline.runfs import fsspec_exists
 from pipeline.train.datasets import HH_PAIRS
-from pipeline.train.rewardmodel import (  # noqa: F401  (load_reward_model, score_pairs: rollout.RewardScorer)
+from pipeline.train.rewardmodel import (
     encode_reply,
     load_reward_model,
     pair_batch_loss,

@@ -100,3 +100,20 @@ def pairwise_accuracy(model, pairs: list[dict], pad_id: int, batch_size: int = 1
         losses.append(loss.item() * len(chunk))
     return {"accuracy": wins / max(total, 1), "margin": sum(margins) / max(total, 1),
             "loss": sum(losses) / max(total, 1), "pairs": total}
+
+
+class RewardScorer:
+    """The frozen reward model: one scalar per (prompt messages, reply) pair."""
+
+    def __init__(self, path: str, threads: int = 1, max_len: int = 512):
+        from pipeline.engine import default_device, default_dtype
+
+        torch.set_num_threads(max(1, threads))
+        self.model, self.tok = load_reward_model(path)
+        device = default_device()  # the GPU this actor reserved, if any
+        self.model = self.model.to(device=device, dtype=default_dtype(device))
+        self.max_len = max_len
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[dict]], replies: list[str], batch_size: int = 16) -> list[float]:
+        return score_pairs(self.model, self.tok, prompts, replies, self.max_len, batch_size)

@@ -170,26 +170,6 @@ class ReferenceModel:
                                 temperature=temperature, seed=seed, batch_size=batch_size)
 
 
-class RewardScorer:
-    """The frozen reward model: one scalar per (prompt messages, reply) pair."""
-
-    def __init__(self, path: str, threads: int = 1, max_len: int = 512):
-        from pipeline.engine import default_device, default_dtype
-        from pipeline.train.reward import load_reward_model
-
-        torch.set_num_threads(max(1, threads))
-        self.model, self.tok = load_reward_model(path)
-        device = default_device()  # the GPU this actor reserved, if any
-        self.model = self.model.to(device=device, dtype=default_dtype(device))
-        self.max_len = max_len
-
-    @torch.no_grad()
-    def score(self, prompts: list[list[dict]], replies: list[str], batch_size: int = 16) -> list[float]:
-        from pipeline.train.reward import score_pairs
-
-        return score_pairs(self.model, self.tok, prompts, replies, self.max_len, batch_size)
-
-
 def spawn(cls, *args, num_cpus: float, num_gpus: float = 0.0, **kwargs):
     """Start `cls` as a Ray actor with its own resources; its torch threads follow num_cpus."""
     import ray
