@@ -120,69 +120,12 @@ Sign up now and never miss a post.</div></div></div>
 <div id="footer">Copyright 2024. Powered by WordPress. All content is the property of its authors.</div></body></html>"""
 
 
-def real_html_pages() -> list[tuple[str, str]]:
-    """(url, decoded HTML) of the distinct 2xx HTML records in the WARCs under ../shared/data/web (several
-    test WARCs repeat warcfile.warc.gz's records); [] when absent."""
-    from pipeline.curate.extract import HtmlExtractor
-    from pipeline.curate.readers import read_file
-
-    pages: dict[tuple[str, bytes], str] = {}
-    for f in sorted(glob.glob(str(WEB / "**" / "*.warc.gz"), recursive=True)):
-        for d, _reason in read_file(f, 2_000_000):
-            html, _why, is_html = HtmlExtractor.page(d) if d else (None, "", False)
-            if is_html:
-                pages.setdefault((d["url"], d["raw"]), html)
-    return [(url, h) for (url, _), h in pages.items()]
-
-
-def real_pages_agreement(pages: list[tuple[str, str]]) -> dict:
-    """On real pages, where no gold text exists: each extractor's docs per CPU-second, and on the English
-    pages both extract text from, how much of each one's output (bags of lower-cased words) the other also
-    returns. resiliparse's words missing from trafilatura's output are content trafilatura's precision mode
-    drops or boilerplate resiliparse keeps; a manual audit tells which (see extraction_quality)."""
-    from pipeline.curate.extract import extract_html
-    from pipeline.curate.langid import detect
-
-    out: dict = {"pages": len(pages)}
-    texts = {}
-    for extractor in ("resiliparse", "trafilatura"):
-        t0 = time.process_time()
-        texts[extractor] = [extract_html(h, extractor) for _, h in pages]
-        out[f"{extractor}_docs_per_cpu_s"] = round(len(pages) / max(time.process_time() - t0, 1e-9), 1)
-    n_r = n_t = hit = 0
-    r_in_t, t_in_r = [], []
-    for r, t in zip(texts["resiliparse"], texts["trafilatura"], strict=True):
-        if not r.strip() or not t.strip() or detect(r)[0] != "en":
-            continue
-        cr, ct = Counter(w.lower() for w in WORD.findall(r)), Counter(w.lower() for w in WORD.findall(t))
-        both = sum((cr & ct).values())
-        n_r, n_t, hit = n_r + sum(cr.values()), n_t + sum(ct.values()), hit + both
-        r_in_t.append(both / max(sum(cr.values()), 1))
-        t_in_r.append(both / max(sum(ct.values()), 1))
-    r_in_t.sort()
-    t_in_r.sort()
-    out.update({"english_pages_both_nonempty": len(r_in_t), "resiliparse_words": n_r, "trafilatura_words": n_t,
-                "resiliparse_words_in_trafilatura": round(hit / max(n_r, 1), 3),
-                "trafilatura_words_in_resiliparse": round(hit / max(n_t, 1), 3),
-                "median_page_resiliparse_words_in_trafilatura": round(r_in_t[len(r_in_t) // 2], 3) if r_in_t else None,
-                "median_page_trafilatura_words_in_resiliparse": round(t_in_r[len(t_in_r) // 2], 3) if t_in_r else None})
-    return out
-
-
 def extraction_quality(quick: bool) -> dict:
-    """Each extractor against pages whose main content (title + article paragraphs) is known. No real
-    pages with gold extractions are at hand, so the pages are generated: the demo crawl's layout
-    (pipeline.acquire.democrawl.render_page: <article>, nav, cookie banner, sidebar, footer) and a
-    harder div-only blog layout with prose-like boilerplate (div_soup_page). On the real pages of
-    ../shared/data/web (when present) "real_pages" gives speed and word agreement between the two.
-
-    Manual audit (issue 3, by reading): of 30 lines resiliparse keeps and trafilatura drops, sampled by word
-    on the English real pages, 29 were content (blog posts after the first on a blog's home page,
-    publication lists, news items, table rows) and 1 a call to action; sampled one line per page, 23 of 30
-    were content and 7 boilerplate (contact line, "< Back to Blog", section titles, post tags, and an HTTP
-    chunk-size prefix leaked into a title; the reader now removes chunked framing). The 40 lines the class/id pruning removed there were all site
-    furniture (navigation cards, a newsletter box, a search bar, a share count, and a footer widget of a
-    researcher's recent talks: informative, but the same on every page of the site)."""
+    """Each extractor on real pages with gold snippets (pipeline.curate.extract_eval: trafilatura's benchmark
+    pages in ../shared/data/web/extraction_dev, split by domain into "tune", where the default's signals were
+    chosen, and "heldout"), all three in one run; and word-level scores against the known main content of
+    generated pages: the demo crawl's layout (pipeline.acquire.democrawl.render_page) and a div-only blog
+    layout with prose-like boilerplate (div_soup_page)."""
     from pipeline.acquire.democrawl import generate_pages
     from pipeline.acquire.demotext import english_article
     from pipeline.curate.extract import extract_html
@@ -205,9 +148,13 @@ def extraction_quality(quick: bool) -> dict:
             cpu = time.process_time() - t0
             out[name][extractor] = {**word_prf(list(zip(texts, [g for _, g in pages], strict=True))),
                                     "docs_per_cpu_s": round(len(pages) / max(cpu, 1e-9), 1)}
-    real = real_html_pages()[::4 if quick else 1]  # quick: a spread over the files, English ones included
-    if real:
-        out["real_pages"] = real_pages_agreement(real)
+    from pipeline.curate import extract_eval
+
+    if extract_eval.DEV.exists():
+        # quick: every 4th page, both splits still covered
+        pages = extract_eval.load_pages()[::4 if quick else 1]
+        out["dev_pages"] = extract_eval.evaluate(pages)
+        print(extract_eval.table(out["dev_pages"]), flush=True)
     return {"extraction_quality": out}
 
 
