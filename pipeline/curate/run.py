@@ -41,7 +41,7 @@ REJECT_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("step", p
                            ("reason", pa.string()), ("text", pa.string())])
 #: Part of the fingerprint: bump it when a step's output changes for the same config (e.g. the
 #: extractor's options), so a rerun recomputes shards written by older code instead of reusing them.
-STEPS_VERSION = 3
+STEPS_VERSION = 4
 #: Fields that change how work is spread, not what comes out: left out of the fingerprint.
 _NO_FP = {"run_dir", "ray_remote_args", "crawl", "num_cpus_per_task", "pii_actors", "pii_batch_size", "fetch_retries",
           "fetch_backoff_s", "shuffle_partitions", "keep_rejects"}
