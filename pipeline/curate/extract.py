@@ -181,6 +181,26 @@ def drop_orphan_headings(text: str, headings: dict[str, int]) -> str:
     return "\n".join(keep)
 
 
+#: A line this long is article prose; TAIL_SENTENCE_MIN_WORDS: a shorter line after the last one stays only
+#: if it is a sentence of at least this many words.
+PROSE_LINE_MIN_CHARS = 200
+TAIL_SENTENCE_MIN_WORDS = 5
+_SENTENCE_END = (".", "!", "?", '"', "\u201c", "\u201d", ")")
+
+
+def drop_trailing_fragments(text: str) -> str:
+    """Drop the lines after the last prose line (PROSE_LINE_MIN_CHARS) that are not sentences: what follows
+    an article and survives pruning is its furniture ("Back to overview", "Related topics", a date, a photo
+    credit, "Contact:"), while an article's own closing lines are sentences. Text without any prose line is
+    a list, a table or a forum page, and is returned as it is."""
+    lines = text.split("\n")
+    last = max((i for i, ln in enumerate(lines) if len(ln) >= PROSE_LINE_MIN_CHARS), default=None)
+    if last is None:
+        return text
+    return "\n".join(lines[:last + 1] + [ln for ln in lines[last + 1:] if ln.rstrip().endswith(_SENTENCE_END)
+                                         and len(ln.split()) >= TAIL_SENTENCE_MIN_WORDS])
+
+
 def extract_html(html: str, extractor: str) -> str:
     if extractor == "trafilatura":
         import trafilatura
@@ -200,6 +220,7 @@ def extract_html(html: str, extractor: str) -> str:
     # them, precision on pages of known content fell below trafilatura's (see `d2d bench curate`).
     text = drop_orphan_headings(extract_plain_text(tree, main_content=True, alt_texts=False, links=False,
                                                    list_bullets=True, comments=False, post_meta=False), headings)
+    text = drop_trailing_fragments(text)
     if len(text) < FALLBACK_MIN_CHARS:
         # resiliparse's main-content pass found (almost) nothing: on the dev pages' tune split these are
         # mostly articles it misses, not pages without text. Few pages get here (~4%), so trafilatura's cost
