@@ -72,6 +72,10 @@ _CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 #: Never pruned by class/id/role: the blocks main content lives in.
 _NEVER = frozenset(("article", "main", "body", "html"))
 _HEADINGS = "h1,h2,h3,h4,h5,h6"
+# Elements whose class/id contains a boilerplate token as a substring (a superset of the token matches): lexbor
+# selects them in C, so only these few reach the Python token check.
+_CANDIDATES = ",".join(["aside", "nav", "figcaption", "[role]"] + [f'[{a}*="{t}" i]' for t in sorted(BOILERPLATE_TOKENS)
+                                                                    for a in ("class", "id")])
 #: Longer headings are kept even when orphaned: sidebar and widget titles are short.
 ORPHAN_HEADING_MAX_WORDS = 6
 #: Below this many characters of resiliparse output a page goes to trafilatura (precision mode) instead.
@@ -114,7 +118,7 @@ def prune_boilerplate(tree) -> int:
     if body is None:
         return 0
     # [:] copies the collection in one call; iterating it re-runs the selector per element (quadratic).
-    els = body.query_selector_all("[class],[id],aside,nav,figcaption,[role]")[:]
+    els = body.query_selector_all(_CANDIDATES)[:]
     total, mains, outer = None, body.query_selector_all("article,main")[:], []
     for el in els:  # document order: an element's descendants follow it
         if (outer and outer[-1].contains(el)) or not _is_boilerplate(el):
