@@ -46,3 +46,19 @@ def test_extraction_metric_on_dev_pages():
     # an empty output keeps nothing and leaks nothing
     p = pages[0]
     assert snippet_counts("", p["with"], p["without"]) == (0, len(p["with"]), 0, len(p["without"]))
+
+
+def test_side_by_side_input_and_per_step_cpu_seconds(tmp_path):
+    shared("web/extraction_dev")
+    from pipeline.curate.config import CurateConfig
+    from pipeline.curate.readers import read_file
+    from pipeline.curate.run import filter_files
+    from pipeline.curate.sidebyside import build_warcs
+
+    files = build_warcs(str(tmp_path), limit=6)
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["dev-00.warc.gz", "dev-01.warc.gz", "warcfile.warc.gz"]
+    docs = [d for f in files[:2] for d, _ in read_file(f, 2_000_000) if d]
+    assert len(docs) == 6 and all(d["url"].startswith("http") and d["kind"] == "html" for d in docs)
+    _kept, stats = filter_files(files[:2], CurateConfig())
+    assert stats["read"]["docs_out"] == 6 and stats["extract"]["docs_in"] <= 6
+    assert stats["read"]["cpu_s"] > 0 and stats["extract"]["cpu_s"] > 0
