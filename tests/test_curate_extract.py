@@ -83,3 +83,21 @@ def test_orphan_headings_dropped_section_headings_kept():
     text = "Popular this week\nTitle\nSubtitle\nPart one\nbody text\nOver 250 billion pages crawled.\nShare this"
     assert drop_orphan_headings(text, ranks).split("\n") == ["Title", "Subtitle", "Part one", "body text",
                                                               "Over 250 billion pages crawled."]
+
+
+def test_link_dense_blocks_pruned_linked_prose_kept():
+    from resiliparse.parse.html import HTMLTree
+
+    from pipeline.curate.extract import prune_link_blocks
+
+    prose = (f"<p>{ARTICLE[0]} The <a href='/h'>harbour master</a> keeps the tide tables. {ARTICLE[1]}</p>"
+             f"<p>{ARTICLE[2]}</p><p>{ARTICLE[3]}</p>")
+    page = (f"<html><body><div class='story'><h1>Harbour</h1>{prose}"
+            "<p>Read also: <a href='/x'>Ferry timetable changes for the winter season announced today</a></p>"
+            "<ul><li><a href='/a'>Lighthouse tours</a></li><li><a href='/b'>Fish market prices</a></li></ul>"
+            "</div></body></html>")
+    assert prune_link_blocks(HTMLTree.parse(page)) == 3  # the "Read also" line and both list items
+    text = extract_html(page, "resiliparse")
+    assert all(s in text for s in ARTICLE) and "harbour master" in text
+    for boiler in ("Ferry timetable", "Lighthouse tours", "Fish market"):
+        assert boiler not in text, boiler

@@ -29,8 +29,6 @@ from pathlib import Path
 
 from pipeline.curate.minhash import MinHasher, band_matrix, jaccard, shingles
 
-#: datatrove's FineWeb chain on real ~110 KB pages on a 2-core box (issue 3), the end-to-end reference.
-DATATROVE_DOCS_PER_S_PER_CORE = 16.0
 WEB = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "web"
 
 
@@ -120,69 +118,12 @@ Sign up now and never miss a post.</div></div></div>
 <div id="footer">Copyright 2024. Powered by WordPress. All content is the property of its authors.</div></body></html>"""
 
 
-def real_html_pages() -> list[tuple[str, str]]:
-    """(url, decoded HTML) of the distinct 2xx HTML records in the WARCs under ../shared/data/web (several
-    test WARCs repeat warcfile.warc.gz's records); [] when absent."""
-    from pipeline.curate.extract import HtmlExtractor
-    from pipeline.curate.readers import read_file
-
-    pages: dict[tuple[str, bytes], str] = {}
-    for f in sorted(glob.glob(str(WEB / "**" / "*.warc.gz"), recursive=True)):
-        for d, _reason in read_file(f, 2_000_000):
-            html, _why, is_html = HtmlExtractor.page(d) if d else (None, "", False)
-            if is_html:
-                pages.setdefault((d["url"], d["raw"]), html)
-    return [(url, h) for (url, _), h in pages.items()]
-
-
-def real_pages_agreement(pages: list[tuple[str, str]]) -> dict:
-    """On real pages, where no gold text exists: each extractor's docs per CPU-second, and on the English
-    pages both extract text from, how much of each one's output (bags of lower-cased words) the other also
-    returns. resiliparse's words missing from trafilatura's output are content trafilatura's precision mode
-    drops or boilerplate resiliparse keeps; a manual audit tells which (see extraction_quality)."""
-    from pipeline.curate.extract import extract_html
-    from pipeline.curate.langid import detect
-
-    out: dict = {"pages": len(pages)}
-    texts = {}
-    for extractor in ("resiliparse", "trafilatura"):
-        t0 = time.process_time()
-        texts[extractor] = [extract_html(h, extractor) for _, h in pages]
-        out[f"{extractor}_docs_per_cpu_s"] = round(len(pages) / max(time.process_time() - t0, 1e-9), 1)
-    n_r = n_t = hit = 0
-    r_in_t, t_in_r = [], []
-    for r, t in zip(texts["resiliparse"], texts["trafilatura"], strict=True):
-        if not r.strip() or not t.strip() or detect(r)[0] != "en":
-            continue
-        cr, ct = Counter(w.lower() for w in WORD.findall(r)), Counter(w.lower() for w in WORD.findall(t))
-        both = sum((cr & ct).values())
-        n_r, n_t, hit = n_r + sum(cr.values()), n_t + sum(ct.values()), hit + both
-        r_in_t.append(both / max(sum(cr.values()), 1))
-        t_in_r.append(both / max(sum(ct.values()), 1))
-    r_in_t.sort()
-    t_in_r.sort()
-    out.update({"english_pages_both_nonempty": len(r_in_t), "resiliparse_words": n_r, "trafilatura_words": n_t,
-                "resiliparse_words_in_trafilatura": round(hit / max(n_r, 1), 3),
-                "trafilatura_words_in_resiliparse": round(hit / max(n_t, 1), 3),
-                "median_page_resiliparse_words_in_trafilatura": round(r_in_t[len(r_in_t) // 2], 3) if r_in_t else None,
-                "median_page_trafilatura_words_in_resiliparse": round(t_in_r[len(t_in_r) // 2], 3) if t_in_r else None})
-    return out
-
-
 def extraction_quality(quick: bool) -> dict:
-    """Each extractor against pages whose main content (title + article paragraphs) is known. No real
-    pages with gold extractions are at hand, so the pages are generated: the demo crawl's layout
-    (pipeline.acquire.democrawl.render_page: <article>, nav, cookie banner, sidebar, footer) and a
-    harder div-only blog layout with prose-like boilerplate (div_soup_page). On the real pages of
-    ../shared/data/web (when present) "real_pages" gives speed and word agreement between the two.
-
-    Manual audit (issue 3, by reading): of 30 lines resiliparse keeps and trafilatura drops, sampled by word
-    on the English real pages, 29 were content (blog posts after the first on a blog's home page,
-    publication lists, news items, table rows) and 1 a call to action; sampled one line per page, 23 of 30
-    were content and 7 boilerplate (contact line, "< Back to Blog", section titles, post tags, and an HTTP
-    chunk-size prefix leaked into a title; the reader now removes chunked framing). The 40 lines the class/id pruning removed there were all site
-    furniture (navigation cards, a newsletter box, a search bar, a share count, and a footer widget of a
-    researcher's recent talks: informative, but the same on every page of the site)."""
+    """Each extractor on real pages with gold snippets (pipeline.curate.extract_eval: trafilatura's benchmark
+    pages in ../shared/data/web/extraction_dev, split by domain into "tune", where the default's signals were
+    chosen, and "heldout"), all three in one run; and word-level scores against the known main content of
+    generated pages: the demo crawl's layout (pipeline.acquire.democrawl.render_page) and a div-only blog
+    layout with prose-like boilerplate (div_soup_page)."""
     from pipeline.acquire.democrawl import generate_pages
     from pipeline.acquire.demotext import english_article
     from pipeline.curate.extract import extract_html
@@ -205,9 +146,13 @@ def extraction_quality(quick: bool) -> dict:
             cpu = time.process_time() - t0
             out[name][extractor] = {**word_prf(list(zip(texts, [g for _, g in pages], strict=True))),
                                     "docs_per_cpu_s": round(len(pages) / max(cpu, 1e-9), 1)}
-    real = real_html_pages()[::4 if quick else 1]  # quick: a spread over the files, English ones included
-    if real:
-        out["real_pages"] = real_pages_agreement(real)
+    from pipeline.curate import extract_eval
+
+    if extract_eval.DEV.exists():
+        # quick: every 4th page, both splits still covered
+        pages = extract_eval.load_pages()[::4 if quick else 1]
+        out["dev_pages"] = extract_eval.evaluate(pages)
+        print(extract_eval.table(out["dev_pages"]), flush=True)
     return {"extraction_quality": out}
 
 
@@ -297,6 +242,22 @@ def pii_figures(quick: bool) -> dict:
     return out
 
 
+def end_to_end(quick: bool) -> dict:
+    """`d2d curate` (defaults, NER PII on) vs datatrove's FineWeb chain on the same WARCs in one run
+    (pipeline.curate.sidebyside), when datatrove (the bench extra) and the dev pages are there."""
+    import importlib.util
+
+    from pipeline.curate import extract_eval, sidebyside
+
+    if importlib.util.find_spec("datatrove") is None or not extract_eval.DEV.exists():
+        return {"end_to_end": "skipped: needs datatrove (pip install -e .[bench]) and ../shared/data/web/extraction_dev"}
+    res = sidebyside.side_by_side(rounds=1 if quick else 2, limit=60 if quick else None)
+    print(f"  end to end: d2d {res['d2d_docs_per_s']} docs/s, datatrove {res['datatrove_docs_per_s']} docs/s, "
+          f"ratio {res['d2d_vs_datatrove']} ({res['d2d_vs_datatrove_with_ray_start_stop']} with Ray start/stop)",
+          flush=True)
+    return {"end_to_end": res}
+
+
 def run_bench(out_dir: str, quick: bool) -> dict:
     from datasketch import MinHash
 
@@ -321,7 +282,8 @@ def run_bench(out_dir: str, quick: bool) -> dict:
                "minhash_speedup_vs_datasketch": round(ref / ours, 1),
                # One "reference" key for the whole target (cluster/bench.py): one entry per compared figure.
                "reference": {"minhash": "datasketch.MinHash.update per shingle, same docs, same run",
-                             "end_to_end": f"datatrove FineWeb chain ~{DATATROVE_DOCS_PER_S_PER_CORE} docs/s per core (issue 3)"}}
+                             "extraction": "trafilatura precision mode, same dev pages, same run",
+                             "end_to_end": "datatrove 0.10.1 FineWeb chain, same WARCs, same run (when installed)"}}
     files = sorted(glob.glob(str(WEB / "**" / "*.warc.gz"), recursive=True))
     if files:
         from pipeline.curate.config import CurateConfig
@@ -331,9 +293,9 @@ def run_bench(out_dir: str, quick: bool) -> dict:
         kept, stats = filter_files(files, CurateConfig())
         wall = time.perf_counter() - t0
         figures["real_pages_docs_per_s_per_core_overall"] = round(stats["read"]["docs_out"] / wall, 1)
-        figures["end_to_end_vs_datatrove"] = round(figures["real_pages_docs_per_s_per_core_overall"]
-                                                   / DATATROVE_DOCS_PER_S_PER_CORE, 2)
-        figures["per_step_docs_per_s"] = {n: round(s["docs_in"] / s["seconds"], 1) for n, s in stats.items() if s["seconds"] > 0}
+        figures["per_step_docs_per_cpu_s"] = {n: round(s["docs_in"] / s["cpu_s"], 1) for n, s in stats.items()
+                                              if s.get("cpu_s", 0) > 0}
+    figures.update(end_to_end(quick))
     figures.update(ray_dedup_figures(texts, truth))
     figures.update(extraction_quality(quick))
     figures.update(pii_figures(quick))

@@ -6,9 +6,11 @@ Decodes with the charset resiliparse detects (EUC-JP, GBK ... included), sets as
 non-HTML, binary, empty and HTTP-error records with their reason, and bounds each
 page's extraction time so one pathological page cannot stall a shard. Before resiliparse's
 main-content pass, blocks that class/id/role/tag signals mark as boilerplate (sidebar, related,
-share, newsletter, <nav>, role=contentinfo ...) are pruned from the DOM, and afterwards headings
-left with nothing under them are dropped: trafilatura's precision on div-only pages, at ~6-9x its speed
-(`d2d bench curate`, extraction_quality).
+share, caption, author box, <nav>, role=contentinfo ...) and paragraph-level blocks that are mostly
+link text are pruned from the DOM; afterwards headings left with nothing under them are dropped.
+A page where that leaves under FALLBACK_MIN_CHARS goes to trafilatura's precision mode instead.
+Quality and speed against trafilatura on real pages with gold snippets: `d2d bench curate`
+(pipeline/curate/extract_eval.py).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ BOILERPLATE_TOKENS = frozenset(
     "sidebar sidebars widget widgets related popular share sharing sharedaddy social comment comments "
     "footer nav navbar navigation menu breadcrumb breadcrumbs cookie cookies consent gdpr newsletter "
     "subscribe subscription signup ad ads advert adverts advertisement sponsor sponsored promo "
-    "pagination pager disqus skyscraper".split())
+    "pagination pager disqus skyscraper caption credit credits copyright author bio".split())
 #: Words that make the boilerplate token after them describe something else: a wrapper's state
 #: ("has-sidebar", "no-comments") or a post's taxonomy (WordPress "tag-social-media", "category-ads").
 _QUALIFIERS = frozenset("has with no without show hide is tag tags category categories topic".split())
@@ -70,8 +72,14 @@ _CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 #: Never pruned by class/id/role: the blocks main content lives in.
 _NEVER = frozenset(("article", "main", "body", "html"))
 _HEADINGS = "h1,h2,h3,h4,h5,h6"
+# Elements whose class/id contains a boilerplate token as a substring (a superset of the token matches): lexbor
+# selects them in C, so only these few reach the Python token check.
+_CANDIDATES = ",".join(["aside", "nav", "figcaption", "[role]"] + [f'[{a}*="{t}" i]' for t in sorted(BOILERPLATE_TOKENS)
+                                                                    for a in ("class", "id")])
 #: Longer headings are kept even when orphaned: sidebar and widget titles are short.
 ORPHAN_HEADING_MAX_WORDS = 6
+#: Below this many characters of resiliparse output a page goes to trafilatura (precision mode) instead.
+FALLBACK_MIN_CHARS = 300
 
 
 def boilerplate_word(word: str) -> bool:
@@ -92,29 +100,66 @@ def _is_boilerplate(el) -> bool:
     c, i, tag = el.class_name, el.id, el.tag
     if tag in _NEVER:
         return False
-    return bool(tag in ("aside", "nav") or (c and _boilerplate_value(c)) or (i and _boilerplate_value(i))
+    return bool(tag in ("aside", "nav", "figcaption") or (c and _boilerplate_value(c)) or (i and _boilerplate_value(i))
                 or (el.getattr("role") or "").lower() in _ROLES)
+
+
+def _paragraph_chars(el) -> int:
+    return sum(len(p.text) for p in el.query_selector_all("p")[:])
 
 
 def prune_boilerplate(tree) -> int:
     """Remove the blocks that class/id/role/tag signals mark as boilerplate from a resiliparse HTMLTree, in
     place; returns how many were removed. A block holding an <article>/<main> or over half of the page's
-    text is a wrapper whose class misleads ("page-with-sidebar ...") and is kept."""
+    paragraph text is a wrapper whose class misleads ("main-content has-double-sidebar", an "elementor-widget"
+    holding the post) and is kept. Paragraph text, not all text: inline scripts and JSON can be most of a
+    page's characters and would let such a wrapper fall under any share of it."""
     body = tree.body
     if body is None:
         return 0
     # [:] copies the collection in one call; iterating it re-runs the selector per element (quadratic).
-    els = body.query_selector_all("[class],[id],aside,nav,[role]")[:]
+    els = body.query_selector_all(_CANDIDATES)[:]
     total, mains, outer = None, body.query_selector_all("article,main")[:], []
     for el in els:  # document order: an element's descendants follow it
         if (outer and outer[-1].contains(el)) or not _is_boilerplate(el):
             continue
-        total = len(body.text) if total is None else total
-        if len(el.text) <= 0.5 * total and not any(el.contains(m) for m in mains):
+        total = _paragraph_chars(body) if total is None else total
+        if (not total or _paragraph_chars(el) <= 0.5 * total) and not any(el.contains(m) for m in mains):
             outer.append(el)
     for el in outer:
         el.decompose()
     return len(outer)
+
+
+#: Blocks whose text is mostly link text are menus, teaser lists and "Read also: <a>...</a>" lines inside
+#: an article; a long block is prose that happens to link a lot and stays.
+_LINK_BLOCKS = frozenset("p li h2 h3 h4 h5 h6 dd dt blockquote".split())
+LINK_DENSITY_MAX = 0.5
+LINK_BLOCK_MAX_CHARS = 400
+
+
+def prune_link_blocks(tree) -> int:
+    """Remove paragraph-level blocks (p, li, h2-h6 ...) up to LINK_BLOCK_MAX_CHARS whose link text is at least
+    LINK_DENSITY_MAX of their text; returns how many. One pass over the links, each credited to its
+    nearest such block."""
+    body = tree.body
+    if body is None:
+        return 0
+    linked: dict = {}
+    for a in body.query_selector_all("a")[:]:
+        n = len(a.text.strip())
+        el = a.parent
+        while n and el is not None and el.tag not in _LINK_BLOCKS and el.tag not in _NEVER:
+            el = el.parent
+        if n and el is not None and el.tag in _LINK_BLOCKS:
+            linked[el] = linked.get(el, 0) + n
+    gone = 0
+    for el, n in linked.items():
+        t = len(el.text.strip())
+        if t <= LINK_BLOCK_MAX_CHARS and n >= LINK_DENSITY_MAX * t:
+            el.decompose()
+            gone += 1
+    return gone
 
 
 def drop_orphan_headings(text: str, headings: dict[str, int]) -> str:
@@ -140,6 +185,26 @@ def drop_orphan_headings(text: str, headings: dict[str, int]) -> str:
     return "\n".join(keep)
 
 
+#: A line this long is article prose; TAIL_SENTENCE_MIN_WORDS: a shorter line after the last one stays only
+#: if it is a sentence of at least this many words.
+PROSE_LINE_MIN_CHARS = 200
+TAIL_SENTENCE_MIN_WORDS = 5
+_SENTENCE_END = (".", "!", "?", '"', "\u201c", "\u201d", ")")
+
+
+def drop_trailing_fragments(text: str) -> str:
+    """Drop the lines after the last prose line (PROSE_LINE_MIN_CHARS) that are not sentences: what follows
+    an article and survives pruning is its furniture ("Back to overview", "Related topics", a date, a photo
+    credit, "Contact:"), while an article's own closing lines are sentences. Text without any prose line is
+    a list, a table or a forum page, and is returned as it is."""
+    lines = text.split("\n")
+    last = max((i for i, ln in enumerate(lines) if len(ln) >= PROSE_LINE_MIN_CHARS), default=None)
+    if last is None:
+        return text
+    return "\n".join(lines[:last + 1] + [ln for ln in lines[last + 1:] if ln.rstrip().endswith(_SENTENCE_END)
+                                         and len(ln.split()) >= TAIL_SENTENCE_MIN_WORDS])
+
+
 def extract_html(html: str, extractor: str) -> str:
     if extractor == "trafilatura":
         import trafilatura
@@ -150,15 +215,24 @@ def extract_html(html: str, extractor: str) -> str:
 
     tree = HTMLTree.parse(html)
     prune_boilerplate(tree)
+    prune_link_blocks(tree)
     headings: dict[str, int] = {}
     for h in tree.body.query_selector_all(_HEADINGS)[:] if tree.body is not None else ():
         t = " ".join(h.text.split())
         headings[t] = min(headings.get(t, 9), int(h.tag[1]))
     # Comment threads and bylines ("by admin on May 3 | 4 comments") are not main content: with
     # them, precision on pages of known content fell below trafilatura's (see `d2d bench curate`).
-    text = extract_plain_text(tree, main_content=True, alt_texts=False, links=False, list_bullets=True,
-                              comments=False, post_meta=False)
-    return drop_orphan_headings(text, headings)
+    text = drop_orphan_headings(extract_plain_text(tree, main_content=True, alt_texts=False, links=False,
+                                                   list_bullets=True, comments=False, post_meta=False), headings)
+    text = drop_trailing_fragments(text)
+    if len(text) < FALLBACK_MIN_CHARS:
+        # resiliparse's main-content pass found (almost) nothing: on the dev pages' tune split these are
+        # mostly articles it misses, not pages without text. Few pages get here (~4%), so trafilatura's cost
+        # is paid only on them.
+        import trafilatura
+
+        text = trafilatura.extract(html, favor_precision=True, include_comments=False) or text
+    return text
 
 
 class HtmlExtractor(Step):

@@ -41,7 +41,7 @@ REJECT_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("step", p
                            ("reason", pa.string()), ("text", pa.string())])
 #: Part of the fingerprint: bump it when a step's output changes for the same config (e.g. the
 #: extractor's options), so a rerun recomputes shards written by older code instead of reusing them.
-STEPS_VERSION = 3
+STEPS_VERSION = 4
 #: Fields that change how work is spread, not what comes out: left out of the fingerprint.
 _NO_FP = {"run_dir", "ray_remote_args", "crawl", "num_cpus_per_task", "pii_actors", "pii_batch_size", "fetch_retries",
           "fetch_backoff_s", "shuffle_partitions", "keep_rejects"}
@@ -76,13 +76,30 @@ def build_steps(cfg: CurateConfig) -> list:
     ]
 
 
+class _CpuTimed:
+    """A step that adds the CPU-seconds of this process spent in it to `cpu[name]`: wall seconds, which
+    run_steps counts, grow with whatever else runs on the node; CPU-seconds say where this stage's work goes."""
+
+    def __init__(self, step, cpu: dict):
+        self.step, self.name, self.cpu = step, step.name, cpu
+
+    def __call__(self, doc):
+        t0 = time.process_time()
+        try:
+            return self.step(doc)
+        finally:
+            self.cpu[self.name] = self.cpu.get(self.name, 0.0) + time.process_time() - t0
+
+
 def filter_files(files: list[str], cfg: CurateConfig, rejects: list | None = None) -> tuple[list[dict], dict]:
-    """Phase 1 on some files, without Ray: surviving documents and per-step stats."""
+    """Phase 1 on some files, without Ray: surviving documents and per-step stats (with `cpu_s` per step)."""
     stats = {"read": new_stats()}
-    steps = build_steps(cfg)
+    cpu: dict = {"read": 0.0}
+    steps = [_CpuTimed(s, cpu) for s in build_steps(cfg)]
     kept: list[dict] = []
     for path in files:
         batch = []
+        c0, t0 = time.process_time(), time.perf_counter()
         for doc, reason in read_file(path, cfg.max_record_bytes, cfg.fetch_retries, cfg.fetch_backoff_s):
             stats["read"]["docs_in"] += 1
             if doc is None:
@@ -92,11 +109,22 @@ def filter_files(files: list[str], cfg: CurateConfig, rejects: list | None = Non
             stats["read"]["bytes_out"] += len(doc["raw"])
             stats["read"]["bytes_in"] += len(doc["raw"])
             batch.append(doc)
+        cpu["read"] += time.process_time() - c0
+        stats["read"]["seconds"] += time.perf_counter() - t0
         kept += run_steps(batch, steps, stats, rejects)
     for d in kept:
         d["doc_key"] = doc_key(d["id"])
         d["text_bytes"] = len(d["text"].encode())
+    for name, c in cpu.items():
+        stats[name]["cpu_s"] = c
     return kept, stats
+
+
+def _merge_cpu(into: dict, other: dict) -> None:
+    # merge_stats sums the counters every stage has; CPU-seconds exist for phase-1 steps only
+    for name, s in other.items():
+        if "cpu_s" in s:
+            into[name]["cpu_s"] = round(into[name].get("cpu_s", 0.0) + s["cpu_s"], 3)
 
 
 def _write_table(rd: RunDir, rel: str, table: pa.Table) -> None:
@@ -256,6 +284,7 @@ def run(cfg: CurateConfig) -> dict:
     for s in shards:
         info = rd.read_json(f"curated/_shards/{s['name']}.json")
         merge_stats(stats, info["stats"])
+        _merge_cpu(stats, info["stats"])
         nodes[info["node"]] += 1
     stats = plain_stats(stats)
     phase2, written = run_phase2(cfg, rd, shards)
