@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_loop import write_tiny_run
+from helpers.runs import write_tiny_run
 
 from cluster.cli import main
 
