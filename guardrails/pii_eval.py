@@ -147,8 +147,8 @@ def format_table(result: dict) -> str:
 
 def adversarial_inputs(size: int = 32 * 1024) -> dict[str, str]:
     """Inputs that make backtracking regexes blow up, and prose of the same length."""
-    prose = ("The committee met on a rainy afternoon to discuss the budget for next year, and "
-             "after a long debate the members agreed to postpone the decision until spring. ")
+    prose = ("On Tuesday Anna Berg met the committee in Leeds to discuss the budget for 2027, and "
+             "after a long debate with Tom Okafor the members agreed to wait until spring. ")
 
     def rep(s):
         return (s * (size // len(s) + 1))[:size]
