@@ -398,10 +398,14 @@ def analyze(text: str, cfg: PiiConfig):
 
 def resolve_overlaps(results: list) -> list:
     """Drop a phone or name detection that overlaps a STRONG one ("192.168.0.12" is no phone,
-    "4508 6468 0095 8274 905" holds none)."""
+    "4508 6468 0095 8274 905" holds none), and one inside a longer one of its type."""
     strong = [r for r in results if r.entity_type in STRONG]
-    return [r for r in results if r.entity_type in STRONG
-            or not any(s.start < r.end and r.start < s.end for s in strong)]
+    results = [r for r in results if r.entity_type in STRONG
+               or not any(s.start < r.end and r.start < s.end for s in strong)]
+    # a name inside a longer name ("Heuvel" in "Annemijn van den Heuvel") is the same detection
+    return [r for r in results if not any(o is not r and o.entity_type == r.entity_type
+                                          and o.start <= r.start and r.end <= o.end
+                                          and (o.start, o.end) != (r.start, r.end) for o in results)]
 
 
 def anonymize(text: str, results, cfg: PiiConfig, vault: PiiVault | None) -> str:

@@ -31,6 +31,18 @@ def _norm(text: str, s: int, e: int) -> tuple[int, int]:
     return s, e
 
 
+def _merge_adjacent(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Same-type spans with only white space between them are one entity ("{{first_name}}
+    {{last_name}}"), as presidio-research's token (IO) labels make them."""
+    out: list[list[int]] = []
+    for s, e in sorted(spans):
+        if out and not text[out[-1][1]:s].strip():
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
 def _iou(span: tuple[int, int], others: list[tuple[int, int]]) -> float:
     """IoU of `span` with the union of the `others` that overlap it."""
     s, e = span
@@ -62,7 +74,7 @@ def score(rows: list[dict], predict, entities, iou: float = 0.5, errors: list | 
             if ent in entities:
                 pred.setdefault(ent, []).append(_norm(text, s, e))
         for ent in entities:
-            g, p = gold.get(ent, []), pred.get(ent, [])
+            g, p = _merge_adjacent(text, gold.get(ent, [])), pred.get(ent, [])
             for span in g:
                 ok = _iou(span, p) >= iou
                 per[ent]["tp" if ok else "fn"] += 1

@@ -148,12 +148,15 @@ NAME_CUE = re.compile(
     r"(?:\s+(?:is|was))?\s*[:?\-]?\s+|\bname\s*[:=]\s*|"
     r"\b(?:my|our|your|his|her|their)\s+(?:" + RELATIONS.replace("\n", "") + r")\s+|"
     r"\b(?:dear|hi|hello|hey)\s+|"
+    r"\b(?:ask|tell|remind|thank|invite|ping|cc|email|text|meet|met|told|asked|thanked|reminded|"
+    r"invited|emailed|texted)\s+|"
     r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mister)\.?\s+)"
     rf"({_PARTICLE}{_NAME_WORD}(?:\s+{_PARTICLE}{_NAME_WORD}){{0,2}})", re.IGNORECASE)
 # Words a greeting or a relation word is followed by that are no name ("Dear Customer").
 NOT_NAMES = set("""sir madam customer customers team all everyone everybody friend friends colleague
 colleagues world support there folks guys user users client clients member members manager
-sirs madams""".split())
+sirs madams me us him them it this that these those yourself myself center centre service desk
+address account bank god""".split())
 
 
 def _name_words(words: list[str], openers: set[str]) -> int:
@@ -187,13 +190,20 @@ def name_cue_matches(text: str, openers: set[str]) -> list[tuple[int, int]]:
 GIVEN_SURNAME = re.compile(rf"(?<![\w\-])([A-Z][^\W\d_]+)[ \t]+({_PARTICLE}[A-Z][^\W\d_][\w'\-]*)")
 
 
+# "Justin said ...": a census given name alone, before a verb of saying or doing.
+GIVEN_VERB = re.compile(r"(?<![\w\-])([A-Z][a-z]+)(?=[ \t]+(?:said|says|asked|told|wrote|replied|"
+                        r"wants|needs|paid|sent|called|thinks|lives|works|opened|forgot)\b)")
+
+
 def given_name_matches(text: str, openers: set[str]) -> list[tuple[int, int]]:
+    """"Anders Ahmed" (a census given name and a title-case surname) and "Justin said"."""
     out = []
     for m in GIVEN_SURNAME.finditer(text):
         last = m.group(2).split()[-1]
         if (m.group(1) in given_names() and _name_words([m.group(1), *m.group(2).split()], openers)
                 == 1 + len(m.group(2).split()) and last not in COMMON_WORD_NAMES):
             out.append(m.span())
+    out += [m.span() for m in GIVEN_VERB.finditer(text) if m.group(1) in given_names()]
     return out
 
 
@@ -204,15 +214,17 @@ _PREV_NAME = re.compile(r"([A-Z][^\W\d_][\w'\-]*)[ \t]+$")
 def extend_person(text: str, start: int, end: int, openers: set[str]) -> tuple[int, int]:
     """A PERSON span grown over the title-case words next to it ("Mario" + "Comeriato"): the
     NER model often tags a first or last name alone. A word before joins only when it cannot be
-    the sentence's capitalised first word, or is a given name."""
+    the sentence's capitalised first word, or is a given name; an all-capitals word ("CEO")
+    never joins."""
     for _ in range(3):
         m = _NEXT_NAME.match(text, end)
-        if not m or not _name_words(m.group(1).split(), openers) == len(m.group(1).split()):
+        if (not m or _name_words(m.group(1).split(), openers) != len(m.group(1).split())
+                or m.group(1).isupper()):
             break
         end = m.end()
     for _ in range(2):
         m = _PREV_NAME.search(text, max(0, start - 40), start)
-        if not m or _name_words([m.group(1)], openers) != 1:
+        if not m or _name_words([m.group(1)], openers) != 1 or m.group(1).isupper():
             break
         before = text[:m.start()].rstrip()
         if not (before and before[-1] not in ".!?:\n" or m.group(1) in given_names()):

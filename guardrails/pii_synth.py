@@ -133,7 +133,11 @@ def phone_number(fake, locale: str, rng: random.Random) -> str:
     return raw
 
 
-def iban(fake, rng: random.Random) -> str:
+def iban(fake, locale: str, rng: random.Random) -> str:
+    # Faker gives locales without their own bank provider (en_US, en_IN, sv_SE ...) GB IBANs of
+    # the wrong length: draw those from a locale whose IBANs are real.
+    if locale not in IBAN_LOCALES:
+        fake = _faker(rng.choice(sorted(IBAN_LOCALES)), fake)
     value = fake.iban()
     return _group(value, [4] * 8, " ") if rng.random() < 0.5 else value
 
@@ -152,25 +156,26 @@ def value(kind: str, fake, locale: str, rng: random.Random) -> str:
     if kind == "email":
         return rng.choice([fake.email, fake.free_email, fake.company_email])()
     if kind == "iban":
-        return iban(fake, rng)
+        return iban(fake, locale, rng)
     if kind == "ssn":
-        return fake.ssn() if locale == "en_US" else _us_faker(fake).ssn()
+        return (fake if locale == "en_US" else _faker("en_US", fake)).ssn()
     if kind == "ip_address":
         return fake.ipv4_public() if rng.random() < 0.8 else fake.ipv6()
     raise ValueError(f"template placeholder {{{{{kind}}}}} is not one of {sorted(ENTITY)}")
 
 
-_US = {}
+IBAN_LOCALES = {"en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_BR"}
 
 
-def _us_faker(fake):
+def _faker(locale: str, fake):
+    """A Faker for `locale` seeded from `fake`, so a row set stays deterministic for a seed."""
     from faker import Faker
 
-    key = id(fake)
-    if key not in _US:
-        _US[key] = Faker("en_US")
-        _US[key].seed_instance(fake.random.getrandbits(32))
-    return _US[key]
+    others = fake.__dict__.setdefault("_d2d_others", {})
+    if locale not in others:
+        others[locale] = Faker(locale)
+        others[locale].seed_instance(fake.random.getrandbits(32))
+    return others[locale]
 
 
 def fill(template: str, template_id: int, fake, locale: str, rng: random.Random) -> dict:
