@@ -85,7 +85,7 @@ translate two use was we well were what when where which while who why will with
 yet you your email mail call send contact text ask dear hey greetings last yesterday today
 tomorrow tonight since during recently sorry sure great good meet""".split())
 # A sentence ends at . ! ? followed by a space or the end ("$249.99" and "a@b.com" go on).
-SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=[^\s.!?]))+[.!?\n]*")
+SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]++(?=[^\s.!?]))+[.!?\n]*")
 LOWER_WORDS = re.compile(r"[a-z]{2,}\s+[a-z]{2,}")
 CAPWORD = re.compile(r"\b[A-Z][a-zA-Z'\-]+")
 
@@ -399,13 +399,31 @@ def analyze(text: str, cfg: PiiConfig):
 def resolve_overlaps(results: list) -> list:
     """Drop a phone or name detection that overlaps a STRONG one ("192.168.0.12" is no phone,
     "4508 6468 0095 8274 905" holds none), and one inside a longer one of its type."""
-    strong = [r for r in results if r.entity_type in STRONG]
-    results = [r for r in results if r.entity_type in STRONG
-               or not any(s.start < r.end and r.start < s.end for s in strong)]
+    import bisect
+
+    merged: list[list[int]] = []  # STRONG spans, merged, for a binary search per detection
+    for r in sorted((r for r in results if r.entity_type in STRONG), key=lambda r: r.start):
+        if merged and r.start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], r.end)
+        else:
+            merged.append([r.start, r.end])
+    starts = [m[0] for m in merged]
+
+    def hits_strong(r):
+        i = bisect.bisect_left(starts, r.end) - 1
+        return i >= 0 and merged[i][1] > r.start
+
+    results = [r for r in results if r.entity_type in STRONG or not hits_strong(r)]
     # a name inside a longer name ("Heuvel" in "Annemijn van den Heuvel") is the same detection
-    return [r for r in results if not any(o is not r and o.entity_type == r.entity_type
-                                          and o.start <= r.start and r.end <= o.end
-                                          and (o.start, o.end) != (r.start, r.end) for o in results)]
+    out, reach = [], {}
+    for r in sorted(results, key=lambda r: (r.entity_type, r.start, -r.end)):
+        end, span = reach.get(r.entity_type, (-1, None))
+        if end >= r.end and span != (r.start, r.end):
+            continue
+        if r.end > end:
+            reach[r.entity_type] = (r.end, (r.start, r.end))
+        out.append(r)
+    return out
 
 
 def anonymize(text: str, results, cfg: PiiConfig, vault: PiiVault | None) -> str:

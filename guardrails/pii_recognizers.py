@@ -92,7 +92,7 @@ def phone_windows(text: str, context: int) -> list[tuple[int, int]]:
 # used throughout: 4-4-4-4, 4-6-5 (Amex), 4-6-4 (Diners), 4-4-4-4-3 (19 digits). A run glued to
 # another alphanumeric group ("PL11 3015 7013 ...", an IBAN) is not a card.
 CARD_RUN = re.compile(r"(?<![\w\-+])(?<!\d[ \-])\d{1,19}(?:[ \-]\d{1,19}){0,7}(?![\w\-+]|[ \-]\d)")
-_CHAIN_BEFORE = re.compile(r"(?:[A-Za-z0-9]+[ \-])+$")
+_CHAIN_BEFORE = re.compile(r"(?:[A-Za-z0-9]++[ \-])++$")
 CARD_WORDS = {"card", "cards", "credit", "debit", "visa", "mastercard", "amex", "maestro", "cc",
               "discover", "jcb", "diners", "payment", "pay", "paid", "charge", "charged", "number",
               "no", "ending", "expiry", "cvv", "pan"}
