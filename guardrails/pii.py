@@ -31,6 +31,7 @@ from typing import Literal
 from guardrails.base import Guard, GuardConfig, ScanContext, Span, Verdict, decide
 from guardrails.pii_recognizers import (
     card_matches,
+    context_enhancer,
     extend_person,
     given_name_matches,
     keep_person,
@@ -38,6 +39,7 @@ from guardrails.pii_recognizers import (
     person_label,
     phone_matches,
     phone_windows,
+    resolve_overlaps,
 )
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -68,8 +70,6 @@ PATTERN_RECOGNIZERS = {
 REPLACED = {"PhoneRecognizer", "CreditCardRecognizer", "IpRecognizer"}
 PHONE_CONTEXT = 32
 IP_HINT = re.compile(r"\d\.\d|[0-9A-Fa-f]:[0-9A-Fa-f:]|::")
-# A detection of one of these (checksums or a strict shape) wins over a phone or a name overlapping it.
-STRONG = {"CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "EMAIL_ADDRESS"}
 DEFAULT_ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN",
                     "IBAN_CODE", "IP_ADDRESS"]
 
@@ -290,49 +290,6 @@ def extra_recognizers(entities, phone_window: int | None = None) -> list:
     return out
 
 
-#: Tokens either side of a detection in which Presidio's context words are looked for.
-CONTEXT_TOKENS = 40
-
-
-def context_enhancer():
-    """Presidio's LemmaContextAwareEnhancer, in linear time: it finds a detection's token by a
-    scan from the text's start and walks the whole text for context words, so its cost grows
-    with detections x tokens (58 s for 8 KB of "1.1.1."). Here: a binary search, and at most
-    CONTEXT_TOKENS tokens either side."""
-    import bisect
-
-    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
-
-    class BoundedContextEnhancer(LemmaContextAwareEnhancer):
-        def _extract_surrounding_words(self, nlp_artifacts, word, start):
-            if not nlp_artifacts.tokens:
-                return [""]
-            cache = getattr(nlp_artifacts, "_bounded", None)
-            if cache is None:
-                words = [t.text for t in nlp_artifacts.tokens] if "words" not in nlp_artifacts.tokens.user_data \
-                    else nlp_artifacts.tokens.user_data["words"]
-                ends = [i + len(w) for i, w in zip(nlp_artifacts.tokens_indices, words, strict=True)]
-                cache = nlp_artifacts._bounded = (ends, set(nlp_artifacts.keywords))
-            ends, keywords = cache
-            i = min(bisect.bisect_right(ends, start), len(ends) - 1)
-            lemmas = nlp_artifacts.lemmas
-
-            def near(indices, n):
-                out = []
-                for j in indices:
-                    if lemmas[j].lower() in keywords:
-                        out.append(lemmas[j].lower())
-                        if len(out) > n:
-                            break
-                return out
-
-            back = near(range(i, max(-1, i - CONTEXT_TOKENS), -1), self.context_prefix_count)
-            fwd = near(range(i, min(len(lemmas), i + CONTEXT_TOKENS)), self.context_suffix_count)
-            return list(set(back + fwd))
-
-    return BoundedContextEnhancer()
-
-
 @lru_cache(maxsize=4)
 def analyzer(spacy_model: str, ner: str, entities: tuple[str, ...]):
     """One Presidio AnalyzerEngine per (model, NER mode, entities); loading costs seconds."""
@@ -395,35 +352,6 @@ def analyze(text: str, cfg: PiiConfig):
                if r.entity_type != "PERSON" or keep_person(text, r.start, r.end, OPENERS)]
     return sorted(resolve_overlaps(results), key=lambda r: (r.start, -r.end))
 
-
-def resolve_overlaps(results: list) -> list:
-    """Drop a phone or name detection that overlaps a STRONG one ("192.168.0.12" is no phone,
-    "4508 6468 0095 8274 905" holds none), and one inside a longer one of its type."""
-    import bisect
-
-    merged: list[list[int]] = []  # STRONG spans, merged, for a binary search per detection
-    for r in sorted((r for r in results if r.entity_type in STRONG), key=lambda r: r.start):
-        if merged and r.start < merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], r.end)
-        else:
-            merged.append([r.start, r.end])
-    starts = [m[0] for m in merged]
-
-    def hits_strong(r):
-        i = bisect.bisect_left(starts, r.end) - 1
-        return i >= 0 and merged[i][1] > r.start
-
-    results = [r for r in results if r.entity_type in STRONG or not hits_strong(r)]
-    # a name inside a longer name ("Heuvel" in "Annemijn van den Heuvel") is the same detection
-    out, reach = [], {}
-    for r in sorted(results, key=lambda r: (r.entity_type, r.start, -r.end)):
-        end, span = reach.get(r.entity_type, (-1, None))
-        if end >= r.end and span != (r.start, r.end):
-            continue
-        if r.end > end:
-            reach[r.entity_type] = (r.end, (r.start, r.end))
-        out.append(r)
-    return out
 
 
 def anonymize(text: str, results, cfg: PiiConfig, vault: PiiVault | None) -> str:
