@@ -35,12 +35,30 @@ def tiny_run(tmp_path_factory) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(run / "sft")
     save_tokenizer(tok, str(run / "sft"))
     (run / "sft" / "sft.json").write_text(json.dumps({"arithmetic": {"ops": "+", "lo": 0, "hi": 20}, "system_prompt": ""}))
-    rows = []
-    for i in range(40):
-        rows.append({"prompt": f"Question {i}: what is {i} + 1?", "chosen": f"The answer is {i + 1}.",
-                     "rejected": "I do not know, figure it out yourself."})
-    (run / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in style_pairs(240)))
     return run
+
+
+POLITE = "thank glad happy sure gladly welcome kind helpful clear friendly".split()
+RUDE = "no never stop away rude useless wrong bored annoyed refuse".split()
+
+
+def style_pairs(n: int, seed: int = 0) -> list[dict]:
+    """Pairs that differ in style, not in length or form: both replies are six words drawn from both
+    word sets, four from one and two from the other, in random order; the preferred one leans polite.
+    Held-out prompts (split by hash) carry word combinations the model never saw."""
+    import random
+
+    rng = random.Random(seed)
+
+    def reply(major: list[str], minor: list[str]) -> str:
+        words = rng.sample(major, 4) + rng.sample(minor, 2)
+        rng.shuffle(words)
+        return " ".join(words) + "."
+
+    topics = "bread river music garden travel letters chess paint coffee stars".split()
+    return [{"prompt": f"Tell me about {rng.choice(topics)} number {i}.", "chosen": reply(POLITE, RUDE),
+             "rejected": reply(RUDE, POLITE)} for i in range(n)]
 
 
 def _artifacts(folder: Path, eval_keys: tuple[str, ...]) -> dict:
@@ -60,7 +78,8 @@ def reward_run(tiny_run, _ray_session) -> Path:
     from pipeline.train.reward import RewardConfig, run
 
     cfg = build_config(RewardConfig, "tiny", {**FAST, "run_dir": str(tiny_run), "pairs": str(tiny_run / "pairs.jsonl"),
-                                              "max_steps": 4, "batch_size": 4, "max_len": 48, "eval_n": 8})
+                                              "max_steps": 30, "checkpoint_every": 30, "batch_size": 8, "lr": 3e-3,
+                                              "max_len": 48, "heldout_fraction": 0.2, "eval_n": 48})
     out = run(cfg)
     assert out["heldout_pairs"] > 0
     return tiny_run
@@ -71,7 +90,8 @@ def test_reward_model_trains_saves_and_scores(reward_run):
 
     from pipeline.train.reward import RewardConfig, run
 
-    _artifacts(reward_run / "reward", ("heldout_accuracy",))
+    ev = _artifacts(reward_run / "reward", ("heldout_accuracy",))
+    assert ev["heldout_accuracy"] >= 0.8  # chance is 0.5; held-out prompts and word combinations
     assert AutoModelForSequenceClassification.from_pretrained(reward_run / "reward").config.num_labels == 1
     cfg = build_config(RewardConfig, None, {"action": "score", "model": str(reward_run / "reward"),
                                             "prompt": "what is 2 + 1?", "response": "The answer is 3."})
@@ -91,6 +111,17 @@ def test_ppo_writes_policy_metrics_and_kl(reward_run):
     for key in ("reward", "kl", "beta", "entropy", "response_length", "clip_frac", "value_loss"):
         assert key in rows[-1]
     assert ev["kl_target"] == cfg.kl_target and out["artifacts"].endswith("ppo")
+
+
+def test_dpo_learns_the_preferred_style_on_heldout_pairs(reward_run):
+    from pipeline.train.dpo import DPOConfig, run
+
+    cfg = build_config(DPOConfig, "tiny", {**FAST, "run_dir": str(reward_run), "pairs": str(reward_run / "pairs.jsonl"),
+                                           "out": "dpo_pairs", "max_steps": 30, "checkpoint_every": 30,
+                                           "batch_size": 8, "lr": 3e-3, "heldout_fraction": 0.2, "eval_n": 48})
+    out = run(cfg)
+    ev = _artifacts(reward_run / "dpo_pairs", ("heldout_reward_accuracy",))
+    assert out["heldout_reward_accuracy"] == ev["heldout_reward_accuracy"] >= 0.8  # chance is 0.5
 
 
 @pytest.fixture(scope="module")
