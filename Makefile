@@ -26,7 +26,8 @@ test: setup
 
 demo: setup
 	$(D2D) run --config demo --run-dir $(RUN)
-	$(D2D) serve --model $(RUN)/sft --run-dir $(RUN) --port $(PORT)
+	# Serve the last chat model of the recipe's chain (RUN/.d2d/serve_model, written by each chat stage).
+	$(D2D) serve --model "$$(cat $(RUN)/.d2d/serve_model)" --run-dir $(RUN) --port $(PORT)
 
 bench: setup
 	$(D2D) bench all --run-dir bench
