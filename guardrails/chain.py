@@ -87,7 +87,7 @@ class ChainResult:
 
 
 class GuardChain:
-    def __init__(self, guards: list[Guard], *, fail_fast: bool = False,
+    def __init__(self, guards: list[Guard], *, fail_fast: bool = True,
                  stream: StreamSettings | None = None, stage: str = "input"):
         self.guards = list(guards)
         self.fail_fast = fail_fast

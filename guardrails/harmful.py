@@ -6,14 +6,18 @@ Categories: weapons, cyber, self_harm, violence, fraud, drugs, hate, misinformat
 sexual (see guardrails/data/harmful.yaml for the training data and its provenance).
 The classifier (guardrails/classifier.py) reads the text in windows and learned the
 objects of requests, not their phrasing: "how do I kill a Python process" and "how do I
-kill my neighbour" share a frame and differ in what is asked. Works on input and output.
+kill my neighbour" share a frame and differ in what is asked. With `model`, a guard model
+from `d2d guard train` decides instead (docs/guardrails.md), its category namer names.
+Works on input and output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from guardrails import guard_model
 from guardrails.base import Guard, GuardConfig, ScanContext, Verdict, decide
+from guardrails.guard_model import check_model_dir
 from guardrails.injection import chunks
 from guardrails.normalize import normalize
 
@@ -27,6 +31,9 @@ class HarmfulConfig(GuardConfig):
     """Categories that count; a text whose most likely category is not listed is allowed."""
     window_chars: int = 600
     """Long texts are read in windows of this many characters (overlapping by a third)."""
+    model: str = ""
+    """Guard-model folder written by `d2d guard train` (e.g. guardrails/models/guard-v1); empty = the
+    classifier trained on this repository's hand-written data (guardrails/data)."""
     min_known_words: int = 3
     """Texts with fewer distinct words the classifier knows are allowed unscored: on word salad
     (a tiny model's reply) an l2-normalised score rests on one or two stray character n-grams."""
@@ -40,6 +47,7 @@ class HarmfulConfig(GuardConfig):
             raise ValueError("window_chars must be at least 100")
         if self.min_known_words < 0:
             raise ValueError("min_known_words must be >= 0")
+        check_model_dir(self.model)
 
 
 class HarmfulGuard(Guard):
@@ -49,9 +57,13 @@ class HarmfulGuard(Guard):
 
     def __init__(self, config=None):
         super().__init__(config)
-        from guardrails.classifier import get_model
+        if self.config.model:
+            gm = guard_model.get_model(self.config.model)
+            self.model, self.detector, self.namer = gm, gm.detector("harmful"), gm.detector("harmful_category")
+        else:
+            from guardrails.classifier import get_model
 
-        self.model = get_model("harmful")
+            self.model, self.detector = get_model("harmful"), None
 
     def scan(self, text: str, context: ScanContext | None = None) -> Verdict:
         c: HarmfulConfig = self.config
@@ -59,12 +71,18 @@ class HarmfulGuard(Guard):
         parts = chunks(norm.all_texts, c.window_chars)
         if not parts:
             return Verdict(self.name, True, text)
-        known = max(self.model.fast.known_words(t) for t in norm.all_texts)
+        counter = self.model if self.detector is not None else self.model.fast
+        known = max(counter.known_words(t) for t in norm.all_texts)
         if known < c.min_known_words:
             return Verdict(self.name, True, text, reasons=[f"harmful: {known} known words, too few to judge"])
-        scores, cats = self.model.predict(parts)
-        best = int(scores.argmax())
-        category, score = cats[best], float(scores[best])
+        if self.detector is not None:
+            scores = self.detector.score(parts)
+            best = int(scores.argmax())
+            category, score = self.namer.classes([parts[best]])[0], float(scores[best])
+        else:
+            scores, cats = self.model.predict(parts)
+            best = int(scores.argmax())
+            category, score = cats[best], float(scores[best])
         if category not in c.categories:
             return Verdict(self.name, True, text, score=score,
                            reasons=[f"harmful: {category} (not a blocked category)"])

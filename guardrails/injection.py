@@ -9,7 +9,8 @@
    chat-template / special-token injection, fake "new instructions" headers. Weights
    combine as a noisy-OR, so one strong signal fires and one weak one does not: role
    play by itself ("act as a tour guide") is no signal at all.
-3. The trained classifier (guardrails/classifier.py) scores every reading of the text in
+3. The trained classifier (guardrails/classifier.py, or with `model` a guard model from
+   `d2d guard train`, docs/guardrails.md) scores every reading of the text in
    windows of `window_chars`, so that an injection buried in a long document still
    dominates its window. Its score is calibrated so that 0.5 is the operating point.
 The guard's score is the larger of the two.
@@ -21,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from guardrails.base import Guard, GuardConfig, ScanContext, Verdict, decide
+from guardrails.guard_model import check_model_dir
 from guardrails.normalize import normalize
 
 _VERB = (r"(?:ignore|disregard|forget|skip|override|bypass|discard|abandon|neglect|drop|"
@@ -29,6 +31,8 @@ _TARGET = (r"(?:instructions?|prompts?|rules|directions?|directives?|guidelines|
            r"programming|training|polic(?:y|ies)|restrictions|constraints|guardrails|filters)")
 _SECRET_THING = r"(?:prompt|instructions?|system message|rules|configuration|directives?|guidelines)"
 
+# Every repetition is bounded ({0,40}, not *): an unbounded lazy run restarted at each of n
+# matches of its prefix costs O(n^2) on inputs such as "print." repeated.
 SIGNALS: list[tuple[str, float, re.Pattern]] = [
     ("instruction override", 0.9, re.compile(
         rf"\b{_VERB}\b[\w\s,'\-]{{0,40}}?\b(?:previous|prior|above|earlier|preceding|foregoing|former|"
@@ -51,7 +55,7 @@ SIGNALS: list[tuple[str, float, re.Pattern]] = [
         r"\bwhat (?:are|were|is) (?:you|it) (?:not supposed|forbidden|not allowed|told not|instructed not)"
         r" to (?:tell|say|reveal|share|disclose|discuss|talk about)")),
     ("system prompt extraction", 0.8, re.compile(
-        r"\b(?:console\.log|print|echo|printf|puts|alert|return|cat)\s*\(?\s*[\w.$]*?"
+        r"\b(?:console\.log|print|echo|printf|puts|alert|return|cat)\s*\(?\s*[\w.$]{0,40}?"
         r"(?:system_?prompt|sys_?prompt|initial_?prompt|hidden_?prompt|pre_?prompt|system_?message)\b")),
     ("system prompt extraction", 0.8, re.compile(
         r"\b(?:output|print|show|reveal|repeat|display|return|dump)\b[\w\s]{0,20}?\b(?:initiali[sz]ation|"
@@ -80,6 +84,9 @@ class InjectionConfig(GuardConfig):
     """Score with the trained classifier as well as the signals."""
     window_chars: int = 600
     """The classifier reads long texts in windows of this many characters (overlapping by a third)."""
+    model: str = ""
+    """Guard-model folder written by `d2d guard train` (e.g. guardrails/models/guard-v1); empty = the
+    classifier trained on this repository's hand-written data (guardrails/data)."""
     obfuscation_weight: float = 0.3
     """Weight of hiding tricks undone by the normaliser (invisible characters, encoded payloads)."""
 
@@ -89,6 +96,7 @@ class InjectionConfig(GuardConfig):
             raise ValueError("window_chars must be at least 100")
         if not 0.0 <= self.obfuscation_weight <= 1.0:
             raise ValueError("obfuscation_weight must be in [0, 1]")
+        check_model_dir(self.model)
 
 
 def signal_hits(texts: list[str]) -> dict[str, float]:
@@ -121,10 +129,14 @@ class InjectionGuard(Guard):
 
     def __init__(self, config=None):
         super().__init__(config)
-        if self.config.use_classifier:
+        if self.config.use_classifier and self.config.model:
+            from guardrails.guard_model import get_model
+
+            self.detector = get_model(self.config.model).detector("injection")
+        elif self.config.use_classifier:
             from guardrails.classifier import get_model
 
-            self.model = get_model("injection")
+            self.detector = get_model("injection")
 
     def scan(self, text: str, context: ScanContext | None = None) -> Verdict:
         c: InjectionConfig = self.config
@@ -139,7 +151,7 @@ class InjectionGuard(Guard):
         reasons = [f"injection: {name}" for name in hits]
         if c.use_classifier:
             parts = chunks(norm.all_texts, c.window_chars)
-            clf = float(self.model.score(parts).max()) if parts else 0.0
+            clf = float(self.detector.score(parts).max()) if parts else 0.0
             if clf >= c.threshold:
                 reasons.append(f"injection: classifier {clf:.2f}")
             score = max(score, clf)

@@ -6,7 +6,7 @@
 
 A policy file (YAML) looks like default_policy.yaml beside this module:
 
-    fail_fast: false          # stop a chain at the first block
+    fail_fast: true           # stop a chain at the first block (the default)
     stream: {window_chars: 512, stride_chars: 64}
     input:
       - guard: pii            # a registered guard name
@@ -56,7 +56,7 @@ class GuardSpec:
 class Policy:
     input: list[GuardSpec] = field(default_factory=list)
     output: list[GuardSpec] = field(default_factory=list)
-    fail_fast: bool = False
+    fail_fast: bool = True
     stream: StreamSettings = field(default_factory=StreamSettings)
     name: str = "custom"
 
@@ -122,7 +122,7 @@ def load_policy(path_or_dict: str | Path | dict | None = None) -> Policy:
         if not isinstance(entries, list):
             raise ValueError(f"policy {stage}: expected a list of guards")
         lists[stage] = [_spec(f"{stage}[{i}]", e, stage) for i, e in enumerate(entries)]
-    fail_fast = data.get("fail_fast", False)
+    fail_fast = data.get("fail_fast", True)
     if not isinstance(fail_fast, bool):
         raise ValueError(f"policy fail_fast: expected true or false, got {fail_fast!r}")
     return Policy(input=lists["input"], output=lists["output"], fail_fast=fail_fast,

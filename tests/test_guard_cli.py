@@ -67,3 +67,14 @@ def test_suite_with_no_data_is_all_skipped(tmp_path):
     assert main(["guard", "suite", "--data-root", str(tmp_path / "absent"), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["benign_n"] == 0 and len(report["skipped"]) == 8 and "injection" not in report
+
+
+def test_train_needs_a_model_dir_and_a_sane_target():
+    import pytest
+
+    from guardrails.cli import GuardStageConfig
+
+    with pytest.raises(ValueError, match="model_dir"):
+        GuardStageConfig(action="train")
+    with pytest.raises(ValueError, match="target_fpr"):
+        GuardStageConfig(action="eval", target_fpr=0.5)
