@@ -57,6 +57,7 @@ def _domain_list(files: list[str], categories, cache_dir: str, sha256) -> dict[s
 
 
 def _blocked_reason(prefix: str, category: str) -> str:
+    """`url_blocklisted_adult`, or `url_blocklisted_domain` for the demo list (which has no categories)."""
     return f"{prefix}_{category}" if category else f"{prefix}_domain"
 
 
@@ -324,7 +325,7 @@ class ContentSafetyFilter(Step):
         doc["badword_ratio"] = round(ratio, 5)
         doc["safety_score"] = 1.0 if cat is not None else round(min(1.0, ratio / self.max_ratio) if self.max_ratio else float(ratio > 0), 4)
         if cat is not None:
-            return False, _blocked_reason("unsafe", cat)
+            return False, "unsafe_domain" + (f"_{cat}" if cat else "")
         if ratio > self.max_ratio:
             return False, "badwords_ratio"
         return True, ""
