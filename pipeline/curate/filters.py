@@ -220,7 +220,7 @@ class C4QualityFilter(Step):
     def __call__(self, doc):
         text = doc["text"]
         lines = text.splitlines()
-        kept, sentences = [], 0
+        kept = []
         for line in lines:
             line = line.strip()
             ws = line.split()
@@ -240,9 +240,8 @@ class C4QualityFilter(Step):
                 return False, "c4_curly_bracket"
             if any(p in low for p in C4_POLICY):
                 continue
-            if self.min_sent != -1:
-                sentences += textsplit.sentence_count(line)
             kept.append(line)
+        sentences = sum(textsplit.sentence_counts(kept)) if self.min_sent != -1 else 0
         if sentences < self.min_sent:
             return False, "c4_too_few_sentences"
         doc["c4_lines_kept_frac"] = round(len(kept) / max(len(lines), 1), 3)
@@ -271,7 +270,10 @@ class FineWebQualityFilter(Step):
             return False, "fineweb_short_line_ratio"
         if _find_duplicates(lines)[1] / len(text.replace("\n", "")) > dup_thr:
             return False, "fineweb_char_dup_ratio"
-        if text.count("\n") / max(len(textsplit.words(text)), 1) > nl_thr:
+        # spaCy never joins two whitespace-separated chunks, so len(text.split()) bounds the word count from
+        # below: under the ratio with it, the text is under the ratio with spaCy's words too.
+        newlines = text.count("\n")
+        if newlines / max(len(text.split()), 1) > nl_thr and newlines / max(len(textsplit.words(text)), 1) > nl_thr:
             return False, "fineweb_list_ratio"
         return True, ""
 

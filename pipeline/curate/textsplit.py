@@ -64,3 +64,11 @@ def sentence_count(text: str) -> int:
     with nlp.memory_zone():
         nlp.max_length = len(text) + 10
         return max(1, sum(1 for _ in nlp(text).sents))
+
+
+def sentence_counts(texts: list[str]) -> list[int]:
+    """`sentence_count` of each text, through one `nlp.pipe` (much cheaper than a call per line)."""
+    nlp = _nlp()
+    with nlp.memory_zone():
+        nlp.max_length = max(map(len, texts), default=0) + 10
+        return [max(1, sum(1 for _ in d.sents)) for d in nlp.pipe(texts)]
