@@ -47,6 +47,8 @@ STAGES: dict[str, Stage] = {
               "pipeline.acquire.crawler:CrawlConfig", "pipeline.acquire.crawler:run"),
         Stage("curate", "crawl files -> filtered, deduplicated, PII-free parquet (Ray Data)",
               "pipeline.curate.config:CurateConfig", "pipeline.curate.run:run", needs_ray=True),
+        Stage("curate-quality-train", "train a fastText quality classifier (good vs crawl text) for curate's quality_model",
+              "pipeline.curate.quality:QualityTrainConfig", "pipeline.curate.quality:run", needs_ray=False),
         Stage("tokenizer", "train the byte-level BPE tokenizer with ChatML tokens (RUN/tokenizer)",
               "pipeline.tokenizer:TokenizerConfig", "pipeline.tokenizer:run", needs_ray=False),
         Stage("tokenize", "tokenize and pack curated text into fixed-length shards on Ray Data (RUN/tokens)",

@@ -69,7 +69,7 @@ def test_crawl_is_polite_and_records_every_outcome(ray_local, sites, run_dir, tm
     seeds = tmp_path / "seeds.txt"
     seeds.write_text(f"# fixture sites\n{a.url}\n{b.url}\nnot a url\n")
     cfg = CrawlConfig(seeds=str(seeds), run_dir=str(run_dir), max_depth=2, per_host_delay_s=0.0,
-                      timeout_s=0.5, max_page_bytes=10_000, user_agent="d2d-test/1.0")
+                      timeout_s=0.5, max_page_bytes=10_000, user_agent="d2d-test/1.0", allow_private_hosts=True)
     out = run(cfg)
     log = _log(run_dir)
     reason = {u.replace(a.url, "/"): r["reason"] for u, r in log.items() if u.startswith(a.url)}
@@ -105,10 +105,11 @@ def test_page_limit_through_the_cli_and_crawl_seeds(ray_local, sites, run_dir, t
     seeds = tmp_path / "seeds.txt"
     seeds.write_text(a.url + "\n")
     assert main(["crawl", "--seeds", str(seeds), "--run-dir", str(run_dir), "--max-pages", "3",
-                 "--per-host-delay-s", "0", "--no-obey-robots", "--timeout-s", "0.5"]) == 0
+                 "--per-host-delay-s", "0", "--no-obey-robots", "--timeout-s", "0.5", "--allow-private-hosts"]) == 0
     assert json.loads(capsys.readouterr().out)["requests"] == 3
     assert len(_log(run_dir)) == 3 and not a.hits("/robots.txt")
-    warcs = crawl_seeds(seeds, run_dir / "again", {"max_depth": 0, "per_host_delay_s": 0.0})
+    warcs = crawl_seeds(seeds, run_dir / "again", {"max_depth": 0, "per_host_delay_s": 0.0,
+                                                          "allow_private_hosts": True})
     assert len(warcs) == 1 and list(_log(run_dir / "again")) == [a.url]
 
 

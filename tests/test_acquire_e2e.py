@@ -35,7 +35,7 @@ def test_crawl_and_cc_inputs_through_curate(ray_local, run_dir, tmp_path, capsys
         # The seeds file goes straight to curate, which crawls it into RUN/crawl/ first.
         argv = ["curate", "--config", "tiny", "--input", f"cc://CC-MAIN-TEST?segments=1,{seeds}",
                 "--set", f"cc_base_url={srv.url}", "--set", "fetch_backoff_s=0.01", "--run-dir", str(run_dir),
-                "--set", 'crawl={"per_host_delay_s": 0.0, "max_depth": 5}']
+                "--set", 'crawl={"per_host_delay_s": 0.0, "max_depth": 5, "allow_private_hosts": true}']
         assert main(argv) == 0, capsys.readouterr().err
         assert len(srv.hits("/" + cc_path)) == 2  # cut mid-stream once, resumed
         assert len(list((run_dir / "crawl").glob("*.warc.gz"))) == 1

@@ -79,12 +79,12 @@ def test_http_payload_undoes_chunked_framing_and_gzip():
 
     html = b"<html><body><p>Hello chunked world</p></body></html>"
     framed = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(html[i:i + 7]), html[i:i + 7]) for i in range(0, len(html), 7)) + b"0\r\n\r\n"
-    assert http_payload(framed, "chunked", "") == html
-    assert http_payload(html, "chunked", "") == html  # stored already decoded under a stale header
-    assert http_payload(framed, "", "") == framed  # no header: bytes as stored
-    assert http_payload(gzip.compress(html), "", "gzip") == html
-    assert http_payload(zlib.compress(html), "", "deflate") == html
-    assert http_payload(b"\x1f\x8b broken", "", "gzip") == b"\x1f\x8b broken"  # left for later steps to judge
+    assert http_payload(framed, "chunked", "", 10**6) == html
+    assert http_payload(html, "chunked", "", 10**6) == html  # stored already decoded under a stale header
+    assert http_payload(framed, "", "", 10**6) == framed  # no header: bytes as stored
+    assert http_payload(gzip.compress(html), "", "gzip", 10**6) == html
+    assert http_payload(zlib.compress(html), "", "deflate", 10**6) == html
+    assert http_payload(b"\x1f\x8b broken", "", "gzip", 10**6) == b"\x1f\x8b broken"  # left for later steps to judge
 
 
 def test_fastwarc_bodies_match_warcio_content_stream():

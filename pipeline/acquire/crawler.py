@@ -8,7 +8,9 @@ host's FIFO frontier, hands URLs to its actor up to `per_host_concurrency` at a
 time, and collects results with `ray.wait` as they come. Links are followed only
 to the seeds' hosts (never anywhere else), and with `same_domain` only within the
 page's own host. Redirects are followed by the crawler, one hop at a time, under
-the same rule. Output under RUN/crawl/: crawl-NNNNN.warc.gz (warcinfo, request and
+the same rule. A host that resolves to a loopback, private or link-local address
+is refused (reason private_address) unless `allow_private_hosts`; a page that fails
+in any other way is counted under its reason and the crawl goes on. Output under RUN/crawl/: crawl-NNNNN.warc.gz (warcinfo, request and
 response records of every page kept), fetch_log.jsonl (one row per URL tried, with
 its reason) and stats.json (counts by reason).
 """
@@ -63,6 +65,8 @@ class CrawlConfig:
     """Fetch and obey robots.txt. Turn off only for sites you own."""
     warc_max_bytes: int = 1 << 30
     """Start a new WARC file once the current one reaches this size."""
+    allow_private_hosts: bool = False
+    """Contact hosts that resolve to loopback, private or link-local addresses (checked after DNS; reason private_address). Only for your own test servers."""
 
     presets: ClassVar[dict[str, dict]] = {
         "tiny": {"max_pages": 20, "max_depth": 1, "per_host_delay_s": 0.2},
@@ -173,11 +177,15 @@ def run(cfg: CrawlConfig) -> dict:
             host, user_agent=cfg.user_agent, delay_s=cfg.per_host_delay_s, timeout_s=cfg.timeout_s,
             max_page_bytes=cfg.max_page_bytes, content_types=tuple(cfg.content_types),
             max_crawl_delay_s=cfg.max_crawl_delay_s, robots=cfg.obey_robots,
-            robots_text=cached["text"] if cached and cached["status"] == "ok" else None)
+            robots_text=cached["text"] if cached and cached["status"] == "ok" else None,
+            allow_private=cfg.allow_private_hosts)
 
     def retire_actors(all_of_them: bool = False):
         for host in [h for h in actors if all_of_them or (not frontier.queues[h] and not per_host_inflight[h])]:
-            robots_cache.setdefault(host, ray.get(actors[host].robots_info.remote()))
+            try:
+                robots_cache.setdefault(host, ray.get(actors[host].robots_info.remote()))
+            except Exception as e:  # noqa: BLE001 - a dead actor has no robots.txt to report
+                robots_cache.setdefault(host, {"status": "error", "text": "", "error": type(e).__name__})
             ray.kill(actors.pop(host))
 
     with WarcSink(run_dir, "crawl", max_bytes=cfg.warc_max_bytes) as sink:
@@ -200,7 +208,13 @@ def run(cfg: CrawlConfig) -> dict:
             done, _ = ray.wait(list(inflight), num_returns=1)
             host, item = inflight.pop(done[0])
             per_host_inflight[host] -= 1
-            res: FetchResult = ray.get(done[0])
+            try:
+                res: FetchResult = ray.get(done[0])
+            except Exception as e:  # noqa: BLE001 - the actor died or raised: count it, go on
+                cause = getattr(e, "cause", None) or e
+                res = FetchResult(item.url, f"error:{type(cause).__name__}")
+                if isinstance(e, ray.exceptions.RayActorError) and host in actors:
+                    ray.kill(actors.pop(host))  # the next URL of this host gets a fresh actor
             reasons[res.reason] += 1
             log.append(_log_row(res, item.depth))
             if res.reason == "ok":

@@ -9,7 +9,10 @@ HTTP(S) goes through httpx, one streamed GET. Connection errors, timeouts, 429 a
 that breaks part-way resumes where it stopped with a `Range` request, or restarts
 and skips what was already delivered when the server ignores ranges. 403 and 404
 (and other 4xx) raise `StageError` naming the URL: retrying cannot fix them.
-`s3://` opens through fsspec when s3fs is installed.
+`s3://` opens through fsspec when s3fs is installed. Redirects are followed here, at
+most `MAX_REDIRECTS` hops, and a hop to a host that resolves (after DNS) to a loopback,
+private or link-local address raises StageError unless `allow_private_redirects`: a
+public URL must not be able to point the reader at the machine's own network.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 1 << 16
 MAX_RETRY_AFTER_S = 60.0
+MAX_REDIRECTS = 5
 
 
 class _HTTPStream(io.RawIOBase):
@@ -36,10 +40,11 @@ class _HTTPStream(io.RawIOBase):
     """
 
     def __init__(self, url: str, retries: int, backoff_s: float, timeout_s: float,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, allow_private_redirects: bool = False):
         import httpx
 
         self.url = url
+        self.allow_private_redirects = allow_private_redirects
         self.retries = retries
         self.backoff_s = backoff_s
         self.pos = 0
@@ -50,7 +55,7 @@ class _HTTPStream(io.RawIOBase):
         self._chunks = None
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
-            follow_redirects=True,
+            follow_redirects=False,  # followed in _send, which checks every hop's address
             # Raw bytes as stored: a .gz file must stay gzip, never be decoded in transit.
             headers={"Accept-Encoding": "identity", **(headers or {})},
         )
@@ -110,8 +115,7 @@ class _HTTPStream(io.RawIOBase):
                             self.url, self.pos, attempt, self.retries, last)
             headers = {"Range": f"bytes={self.pos}-"} if self.pos else {}
             try:
-                req = self._client.build_request("GET", self.url, headers=headers)
-                resp = self._client.send(req, stream=True)
+                resp = self._send(headers)
             except httpx.TransportError as e:
                 last = f"{type(e).__name__}: {e}"
                 if attempt < self.retries:
@@ -135,6 +139,33 @@ class _HTTPStream(io.RawIOBase):
             if attempt < self.retries:
                 self._sleep(attempt, resp.headers.get("retry-after"))
         raise StageError(f"{self.url}: gave up after {self.retries + 1} attempts ({last})")
+
+    def _send(self, headers: dict[str, str]):
+        """GET self.url, following redirects hop by hop; StageError for a refused or endless chain."""
+        from urllib.parse import urljoin, urlsplit
+
+        from pipeline.acquire.web import private_address
+
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._client.send(self._client.build_request("GET", url, headers=headers), stream=True)
+            if not resp.is_redirect:
+                return resp
+            resp.close()
+            try:
+                nxt = urljoin(url, resp.headers.get("location", ""))
+                p = urlsplit(nxt)
+                p.port  # noqa: B018 - raises ValueError for a port out of range
+            except ValueError:
+                raise StageError(f"{self.url}: redirect to a malformed URL from {url}") from None
+            if p.scheme not in ("http", "https") or not p.hostname:
+                raise StageError(f"{self.url}: redirect to a non-http URL {nxt!r}")
+            ip = None if self.allow_private_redirects else private_address(p.hostname)
+            if ip:
+                raise StageError(f"{self.url}: redirect to {nxt} refused: {p.hostname} resolves to the "
+                                 f"non-public address {ip} (allow_private_redirects=True to allow)")
+            url = nxt
+        raise StageError(f"{self.url}: more than {MAX_REDIRECTS} redirects")
 
     def _attach(self, resp) -> None:
         if resp.status_code == 206:
@@ -221,7 +252,8 @@ def _content_range(content_range: str) -> tuple[int, int | None]:
         return -1, None
 
 
-def open_remote(url: str, retries: int = 3, backoff_s: float = 1.0, timeout_s: float = 30):
+def open_remote(url: str, retries: int = 3, backoff_s: float = 1.0, timeout_s: float = 30,
+                allow_private_redirects: bool = False):
     """A binary, buffered, read-only file object streaming `url` (http, https or s3).
 
     Raises StageError for 401/403/404 and other permanent failures, or once
@@ -231,7 +263,8 @@ def open_remote(url: str, retries: int = 3, backoff_s: float = 1.0, timeout_s: f
         raise ValueError(f"retries must be >= 0, got {retries}")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("http", "https"):
-        return io.BufferedReader(_HTTPStream(url, retries, backoff_s, timeout_s), CHUNK)
+        return io.BufferedReader(_HTTPStream(url, retries, backoff_s, timeout_s,
+                                             allow_private_redirects=allow_private_redirects), CHUNK)
     if scheme in ("s3", "s3a"):
         return _open_s3(url, retries, backoff_s)
     raise ValueError(f"open_remote: unsupported URL scheme in {url!r} (use http://, https:// or s3://)")

@@ -8,18 +8,29 @@ HTTP connection pool. It never follows a redirect itself (the crawler decides
 whether the target is a host it may contact) and never reads more than
 `max_page_bytes` of a body. Every outcome is a `reason`, the words the fetch
 log and the stage's counters use: ok, robots, robots_unavailable, redirect, http_404, http_500,
-timeout, connection_error, non_html, too_large, crawl_delay_too_long.
+timeout, connection_error, non_html, too_large, decoded_too_large, bad_encoding, crawl_delay_too_long,
+private_address (the host resolves to a loopback, private or link-local address and
+`allow_private` is off), error:TYPE (anything else that went wrong with one page).
+Bodies are read raw and decoded here with a cap (`pipeline.acquire.bounded`), so a
+gzip or brotli bomb costs at most `max_page_bytes`; robots.txt is read up to
+`ROBOTS_MAX_BYTES` (RFC 9309 asks crawlers to parse at least 500 KiB) and cut there.
 """
 
 from __future__ import annotations
 
+import codecs
+import ipaddress
+import socket
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 
+from pipeline.acquire.bounded import BodyDecoder, DecodedTooLarge
 from pipeline.acquire.politeness import HostPacer, Robots
+
+ROBOTS_MAX_BYTES = 512_000
 
 #: Hop-by-hop and transfer headers: the stored payload is the decoded body, so the
 #: originals are kept under X-Crawler-* names, as Common Crawl's WARCs do.
@@ -29,8 +40,28 @@ _TRANSFER_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 def host_key(url: str) -> str:
     """`http://Example.com:80/x` -> `http://example.com:80`: one politeness unit."""
     p = urlsplit(url)
-    port = p.port or (443 if p.scheme == "https" else 80)
+    try:
+        port = p.port or (443 if p.scheme == "https" else 80)
+    except ValueError:  # a port out of range: one bogus unit rather than a crash
+        port = 0
     return f"{p.scheme}://{(p.hostname or '').lower()}:{port}"
+
+
+def private_address(host: str) -> str | None:
+    """The first address `host` resolves to that is not globally routable (loopback, private,
+    link-local, CGNAT, multicast, reserved), or None. A host that does not resolve is None: the
+    request then fails as connection_error, which is what it is."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if getattr(ip, "ipv4_mapped", None):
+            ip = ip.ipv4_mapped
+        if not ip.is_global or ip.is_multicast:
+            return str(ip)
+    return None
 
 
 def normalise_url(url: str, base: str | None = None) -> str | None:
@@ -39,11 +70,12 @@ def normalise_url(url: str, base: str | None = None) -> str | None:
         absolute = urljoin(base, url.strip()) if base else url.strip()
         absolute, _ = urldefrag(absolute)
         p = urlsplit(absolute)
+        port = p.port  # raises ValueError for a port outside 0-65535
     except ValueError:
         return None
     if p.scheme not in ("http", "https") or not p.hostname:
         return None
-    netloc = p.hostname.lower() + (f":{p.port}" if p.port else "")
+    netloc = p.hostname.lower() + (f":{port}" if port else "")
     return urlunsplit((p.scheme, netloc, p.path or "/", p.query, ""))
 
 
@@ -88,10 +120,14 @@ def extract_links(html: str, page_url: str) -> list[str]:
 
 
 def _charset(content_type: str) -> str:
+    """The declared charset if Python knows it, else utf-8 (a bogus label must not end the page)."""
     for part in content_type.split(";")[1:]:
         k, _, v = part.strip().partition("=")
         if k.lower() == "charset" and v:
-            return v.strip("\"' ")
+            try:
+                return codecs.lookup(v.strip("\"' ")).name
+            except (LookupError, ValueError):
+                return "utf-8"
     return "utf-8"
 
 
@@ -120,10 +156,13 @@ class HostFetcher:
 
     def __init__(self, origin: str, *, user_agent: str, delay_s: float = 1.0, timeout_s: float = 10.0,
                  max_page_bytes: int = 2_000_000, content_types: tuple[str, ...] = ("text/html",),
-                 max_crawl_delay_s: float = 30.0, robots: bool = True, robots_text: str | None = None):
+                 max_crawl_delay_s: float = 30.0, robots: bool = True, robots_text: str | None = None,
+                 allow_private: bool = False):
         import httpx
 
         self.origin = origin
+        # Checked once per host actor, after DNS: the crawler only ever sends this host's URLs here.
+        self.refused = None if allow_private else private_address(urlsplit(origin).hostname or "")
         self.user_agent = user_agent
         self.timeout_s = timeout_s
         self.max_page_bytes = max_page_bytes
@@ -132,7 +171,10 @@ class HostFetcher:
         self.client = httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False,
                                    headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate, identity"})
         self.pacer = HostPacer(delay_s)
-        if not robots:
+        self.robots_truncated = False
+        if self.refused:
+            self.robots = Robots.unavailable(user_agent, f"private address {self.refused}")
+        elif not robots:
             self.robots = Robots.none(user_agent)
         elif robots_text is not None:
             self.robots = Robots.parse(robots_text, user_agent)
@@ -145,23 +187,48 @@ class HostFetcher:
         import httpx
 
         self.pacer.wait()
+        started = time.monotonic()
+        body, status = b"", None
         try:
-            r = self.client.get(self.origin + "/robots.txt")
+            with self.client.stream("GET", self.origin + "/robots.txt") as r:
+                status = r.status_code
+                if 200 <= status < 300:
+                    dec = BodyDecoder(r.headers.get("content-encoding", ""), ROBOTS_MAX_BYTES)
+                    parts, size = [], 0
+                    for chunk in r.iter_raw():
+                        try:
+                            parts.append(dec.feed(chunk))
+                        except DecodedTooLarge:
+                            self.robots_truncated = True
+                            break
+                        size += len(parts[-1])
+                        if size >= ROBOTS_MAX_BYTES:
+                            self.robots_truncated = True
+                            break
+                        if time.monotonic() - started > self.timeout_s:
+                            return Robots.unavailable(self.user_agent, "robots.txt read timed out")
+                    body = b"".join(parts)[:ROBOTS_MAX_BYTES]
         except httpx.HTTPError as e:
             return Robots.unavailable(self.user_agent, type(e).__name__)
+        except Exception as e:  # noqa: BLE001 - a corrupt encoding or the like: no rules we can trust
+            return Robots.unavailable(self.user_agent, f"{type(e).__name__} reading robots.txt")
         finally:
             self.pacer.done()
-        text = r.content[: self.max_page_bytes].decode("utf-8", "replace") if r.status_code < 300 else ""
-        return Robots.from_response(r.status_code, text, self.user_agent)
+        if self.robots_truncated:
+            body = body.rsplit(b"\n", 1)[0]  # a rule cut in half must not count
+        return Robots.from_response(status, body.decode("utf-8", "replace"), self.user_agent)
 
     def robots_info(self) -> dict:
         return {"status": self.robots.status, "crawl_delay": self.robots.crawl_delay,
-                "delay_s": self.pacer.delay_s, "text": self.robots.text}
+                "delay_s": self.pacer.delay_s, "text": self.robots.text, "truncated": self.robots_truncated,
+                "refused": self.refused}
 
     def fetch(self, url: str) -> FetchResult:
         """One GET of `url` (on this host), classified; never raises for network trouble."""
         import httpx
 
+        if self.refused:
+            return FetchResult(url, "private_address", location=self.refused)
         if not self.robots.allowed(url):
             return FetchResult(url, "robots" if self.robots.status == "ok" else "robots_unavailable")
         if self.robots.crawl_delay is not None and self.robots.crawl_delay > self.max_crawl_delay_s:
@@ -181,6 +248,9 @@ class HostFetcher:
         except httpx.HTTPError as e:
             res.reason = "connection_error"
             res.location = type(e).__name__
+        except Exception as e:  # noqa: BLE001 - one bad page is counted, never the end of the crawl
+            res.reason = f"error:{type(e).__name__}"
+            res.location = str(e)[:200]
         finally:
             self.pacer.done()
         res.seconds = round(time.monotonic() - started, 4)
@@ -206,16 +276,25 @@ class HostFetcher:
         if declared.isdigit() and int(declared) > self.max_page_bytes:
             res.reason, res.nbytes = "too_large", int(declared)
             return
+        # Raw bytes, decoded here with a cap: httpx would expand each network read of a bomb whole.
+        dec = BodyDecoder(resp.headers.get("content-encoding", ""), self.max_page_bytes)
         chunks, size = [], 0
-        for chunk in resp.iter_bytes():
+        for chunk in resp.iter_raw():
             size += len(chunk)
             if size > self.max_page_bytes:
                 res.reason, res.nbytes = "too_large", size
                 return
+            try:
+                chunks.append(dec.feed(chunk))
+            except DecodedTooLarge:
+                res.reason, res.nbytes = "decoded_too_large", size
+                return
+            except Exception:  # noqa: BLE001 - zlib.error / brotli.error: a corrupt coding
+                res.reason, res.nbytes = "bad_encoding", size
+                return
             if time.monotonic() - started > self.timeout_s:
                 res.reason = "timeout"  # a trickling server: the read timeout alone never fires
                 return
-            chunks.append(chunk)
         res.body = b"".join(chunks)
         res.nbytes = len(res.body)
         res.links = extract_links(res.body.decode(_charset(res.content_type), "replace"), res.url)

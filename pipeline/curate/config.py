@@ -34,7 +34,7 @@ class CurateConfig:
     max_record_bytes: int = 2_000_000
     """Records with a larger payload are set aside as `oversized`."""
     url_blocklist_files: list[str] = field(default_factory=list)
-    """Files with one blocked domain or URL a line, added to the built-in list."""
+    """URL blocklists: UT1 folders or .tar.gz archives (CATEGORY/domains, CATEGORY/urls), plain files (one domain or URL a line) or http(s) URLs of either (downloaded once into blocklist_cache_dir). When empty, a nine-domain demo list is used."""
     url_soft_banned_threshold: int = 2
     """Drop a URL containing at least this many soft-banned words (FineWeb URLFilter)."""
     extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
@@ -92,9 +92,27 @@ class CurateConfig:
     fineweb_new_line_ratio: float = 0.3
     """FineWeb: maximum newlines per word."""
     blocked_domain_files: list[str] = field(default_factory=list)
-    """Content safety: files with adult or malicious domains, one a line (added to the built-in list)."""
+    """Content safety: domain lists in the url_blocklist_files formats; when empty, the demo list is used."""
     max_badword_ratio: float = 0.005
     """Content safety: maximum fraction of words on the bad-words list (C4 drops at any; we allow a little)."""
+    # --- blocklists and word lists (pipeline/curate/blocklists.py) ---
+    url_blocklist_categories: list[str] = field(default_factory=lambda: ["adult", "phishing", "malware"])
+    """UT1 categories read from url_blocklist_files and blocked_domain_files (flat lists are always read)."""
+    bad_words_files: list[str] = field(default_factory=list)
+    """Content safety word lists: paths or http(s) URLs, one word or phrase a line (LDNOOBW layout); when empty, a 16-word demo list is used."""
+    blocklist_cache_dir: str = ""
+    """Where http(s) blocklists and word lists are cached with their SHA-256 (default ~/.cache/d2d/blocklists)."""
+    blocklist_sha256: dict[str, str] = field(default_factory=dict)
+    """Expected SHA-256 per blocklist or word-list source (path or URL); a mismatch fails the run naming the source."""
+    # --- model-based quality scoring (pipeline/curate/quality.py) ---
+    quality_model: str = ""
+    """fastText classifier (.bin, DCLM's format) scoring each document; empty (default) switches the quality step off. Train one with `d2d curate-quality-train`."""
+    quality_label: str = "__label__hq"
+    """The classifier's label for good text; the score is its probability."""
+    quality_threshold: float = 0.5
+    """Keep documents whose score is at least this (quality_top_fraction = 0)."""
+    quality_top_fraction: float = 0.0
+    """If > 0: keep this top fraction of each shard's documents by score instead of using quality_threshold."""
     exact_dedup: bool = True
     """Drop documents whose normalised text equals an earlier one's."""
     minhash_bands: int = 14
@@ -141,7 +159,8 @@ class CurateConfig:
                      "pii_actors", "pii_batch_size", "max_record_bytes", "max_cc_iterations", "shuffle_partitions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lang_threshold", "jaccard_threshold", "pii_score_threshold", "max_badword_ratio"):
+        for name in ("lang_threshold", "jaccard_threshold", "pii_score_threshold", "max_badword_ratio",
+                     "quality_threshold", "quality_top_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.num_cpus_per_task <= 0:
@@ -155,6 +174,12 @@ class CurateConfig:
             for key in self.crawl:
                 if key not in known:
                     raise ValueError(f"crawl: unknown crawler field {key!r}; known: {', '.join(sorted(known))}")
+        for name in ("url_blocklist_files", "blocked_domain_files", "bad_words_files"):
+            for src in getattr(self, name):
+                if not isinstance(src, str) or not src.strip():
+                    raise ValueError(f"{name}: every entry must be a non-empty path or URL, got {src!r}")
+        if not self.quality_label.startswith("__label__"):
+            raise ValueError(f"quality_label must start with __label__ (fastText's prefix), got {self.quality_label!r}")
         if not self.languages:
             raise ValueError("languages: name at least one language")
 

@@ -20,8 +20,10 @@ import io
 import json
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 
+from pipeline.acquire.bounded import DecodedTooLarge
 from pipeline.errors import StageError
 
 WARC_EXT = (".warc", ".warc.gz", ".wet", ".wet.gz", ".arc", ".arc.gz")
@@ -150,9 +152,9 @@ def read_file(path: str, max_bytes: int, retries: int = 3, backoff_s: float = 1.
         elif name.endswith(WARC_EXT):
             yield from _read_fastwarc(f, path, max_bytes)
         elif name.endswith(JSON_EXT):
-            yield from _read_json(f, path, name)
+            yield from _read_json(f, path, name, max_bytes)
         else:
-            yield from _read_parquet(f, path)
+            yield from _read_parquet(f, path, max_bytes)
 
 
 def _strip_uri(u: str | None) -> str:
@@ -164,22 +166,31 @@ def _payload_doc(path, idx, url, record_id, body: bytes, ctype: str, status: int
             "raw": body, "content_type": ctype.lower(), "status": status, "kind": kind}
 
 
-def http_payload(body: bytes, transfer_encoding: str, content_encoding: str) -> bytes:
-    """The entity body as the server meant it: chunked framing removed and gzip/deflate/br undone, by the
-    readers warcio's `content_stream()` uses (fastwarc hands over the raw bytes, whose chunk sizes would
-    leak into the text). The raw bytes are read first so a clipped record is still told by its length;
-    a body that does not decode stays as stored and the later steps judge it."""
-    from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
+def http_payload(body: bytes, transfer_encoding: str, content_encoding: str, limit: int) -> bytes:
+    """The entity body as the server meant it: chunked framing removed and gzip/deflate/br undone.
 
-    decomp = content_encoding.lower().strip() or None
-    decomp = decomp if decomp in BufferedReader.get_supported_decompressors() else None
-    chunked = transfer_encoding.lower().strip() == "chunked"
-    if not chunked and decomp is None:
+    fastwarc hands over the raw bytes, whose chunk sizes would leak into the text. The raw bytes are
+    read first so a clipped record is still told by its length; decoding stops at `limit` bytes
+    (DecodedTooLarge: a few KB of gzip or brotli can expand to GBs); a body that does not decode stays
+    as stored and the later steps judge it."""
+    from warcio.bufferedreaders import ChunkedDataReader
+
+    from pipeline.acquire.bounded import BodyDecoder
+
+    dec = BodyDecoder(content_encoding, limit)
+    if transfer_encoding.lower().strip() == "chunked":
+        try:
+            # Without decompression the de-chunked body is never larger than the stored one.
+            body = ChunkedDataReader(io.BytesIO(body), decomp_type=None).read()
+        except Exception:  # noqa: BLE001 - broken framing: judge the bytes as stored
+            return body
+    if dec.identity:
         return body
     try:
-        reader = ChunkedDataReader if chunked else BufferedReader
-        return reader(io.BytesIO(body), decomp_type=decomp).read()
-    except Exception:  # zlib/brotli raise their own types on broken streams
+        return dec.feed(body)
+    except DecodedTooLarge:
+        raise
+    except Exception:  # noqa: BLE001 - zlib/brotli raise their own types on broken streams
         return body
 
 
@@ -217,8 +228,12 @@ def _read_fastwarc(f, path: str, max_bytes: int):
             if r.is_http and r.http_headers is not None:
                 status = r.http_headers.status_code or 0
                 ctype = r.http_headers.get("Content-Type") or ""
-                body = http_payload(body, r.http_headers.get("Transfer-Encoding") or "",
-                                    r.http_headers.get("Content-Encoding") or "")
+                try:
+                    body = http_payload(body, r.http_headers.get("Transfer-Encoding") or "",
+                                        r.http_headers.get("Content-Encoding") or "", max_bytes)
+                except DecodedTooLarge:
+                    yield None, "decoded_too_large"
+                    continue
             else:
                 status, ctype = 200, r.headers.get("Content-Type") or ""
             yield _payload_doc(path, idx, url, rid, body, ctype, status, "html"), ""
@@ -242,7 +257,14 @@ def _read_warcio(f, path: str, max_bytes: int):
             if expected > max_bytes:
                 yield None, "oversized"
                 continue
-            body = r.content_stream().read()
+            body = r.raw_stream.read(max_bytes + 1)
+            if r.http_headers is not None and r.rec_type != "conversion":
+                try:
+                    body = http_payload(body, r.http_headers.get_header("Transfer-Encoding") or "",
+                                        r.http_headers.get_header("Content-Encoding") or "", max_bytes)
+                except DecodedTooLarge:
+                    yield None, "decoded_too_large"
+                    continue
             url = _strip_uri(r.rec_headers.get_header("WARC-Target-URI"))
             rid = r.rec_headers.get_header("WARC-Record-ID")
             if r.rec_type == "conversion":
@@ -256,10 +278,29 @@ def _read_warcio(f, path: str, max_bytes: int):
         yield None, f"truncated_file:{type(e).__name__}"
 
 
-def _read_json(f, path: str, name: str):
+def _lines(stream, max_bytes: int):
+    """Lines of a binary stream, each read with a cap: a longer line comes out as None (its rest skipped)."""
+    while True:
+        line = stream.readline(max_bytes + 1)
+        if not line:
+            return
+        if len(line) > max_bytes and not line.endswith(b"\n"):
+            while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+            continue
+        yield line
+
+
+def _read_json(f, path: str, name: str, max_bytes: int):
+    # gzip.open decompresses only as far as each readline asks: a bomb costs the cap, not its size.
     stream = gzip.open(f) if name.endswith(".gz") else f
     try:
-        for idx, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace")):
+        for idx, raw in enumerate(_lines(stream, max_bytes)):
+            if raw is None:
+                yield None, "oversized"
+                continue
+            line = raw.decode("utf-8", "replace")
             if not line.strip():
                 continue
             try:
@@ -275,11 +316,11 @@ def _read_json(f, path: str, name: str):
             url = str(row.get("url") or meta.get("url") or "")
             yield {"id": str(row.get("id") or f"{path}#{idx}"), "url": url, "source": path, "raw": text.encode(),
                    "content_type": "text/plain", "status": 200, "kind": "text"}, ""
-    except (OSError, EOFError, UnicodeError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         yield None, f"truncated_file:{type(e).__name__}"
 
 
-def _read_parquet(f, path: str):
+def _read_parquet(f, path: str, max_bytes: int):
     import pyarrow.parquet as pq
 
     try:
@@ -294,6 +335,9 @@ def _read_parquet(f, path: str):
     for idx, text in enumerate(cols["text"]):
         if not isinstance(text, str):
             yield None, "no_text_field"
+            continue
+        if len(text) > max_bytes:
+            yield None, "oversized"
             continue
         ident = cols.get("id", [None] * (idx + 1))[idx]
         yield {"id": str(ident or f"{path}#{idx}"), "url": str((cols.get("url") or [""] * (idx + 1))[idx] or ""),
