@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.curate.config import CurateConfig
 from pipeline.curate.readers import doc_key, expand_inputs, read_file
-from pipeline.curate.steps import merge_stats, new_stats, plain_stats, run_steps
+from pipeline.curate.steps import _size, merge_stats, new_stats, plain_stats, run_steps
 from pipeline.errors import StageError
 from pipeline.runfs import RunDir
 
@@ -35,7 +35,7 @@ SHARD_SCHEMA = pa.schema([
     ("id", pa.string()), ("doc_key", pa.int64()), ("url", pa.string()), ("source", pa.string()),
     ("text", pa.string()), ("lang", pa.string()), ("lang_score", pa.float64()), ("n_words", pa.int64()),
     ("mean_word_length", pa.float64()), ("c4_lines_kept_frac", pa.float64()), ("badword_ratio", pa.float64()),
-    ("text_bytes", pa.int64()),
+    ("text_bytes", pa.int64()), ("quality_score", pa.float64()),
 ])
 REJECT_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("step", pa.string()),
                            ("reason", pa.string()), ("text", pa.string())])
@@ -58,9 +58,10 @@ def build_steps(cfg: CurateConfig) -> list:
         URLFilter,
     )
     from pipeline.curate.langid import LanguageFilter
+    from pipeline.curate.quality import QualityScorer
 
-    return [
-        URLFilter(cfg.url_blocklist_files, cfg.url_soft_banned_threshold),
+    steps = [
+        URLFilter.from_config(cfg),
         HtmlExtractor(cfg.extractor, cfg.extract_timeout_s),
         LanguageFilter(cfg.languages, cfg.lang_threshold),
         GopherRepetitionFilter(cfg.gopher_dup_line_frac, cfg.gopher_dup_para_frac, cfg.gopher_dup_line_char_frac,
@@ -72,8 +73,26 @@ def build_steps(cfg: CurateConfig) -> list:
         C4QualityFilter(cfg.c4_min_words_per_line, cfg.c4_max_word_length, cfg.c4_min_sentences),
         FineWebQualityFilter(cfg.fineweb_line_punct_thr, cfg.fineweb_short_line_thr, cfg.fineweb_short_line_length,
                              cfg.fineweb_char_dup_ratio, cfg.fineweb_new_line_ratio),
-        ContentSafetyFilter(cfg.blocked_domain_files, cfg.max_badword_ratio),
+        ContentSafetyFilter.from_config(cfg),
     ]
+    quality = QualityScorer.from_config(cfg)  # off unless a classifier is configured
+    return steps + [quality] if quality is not None else steps
+
+
+def _quality_top_fraction(kept: list[dict], steps: list, stats: dict, rejects: list | None) -> list[dict]:
+    """With `quality_top_fraction`, the quality step keeps the best share of each shard's survivors."""
+    quality = next((s.step for s in steps if s.name == "quality"), None)
+    if quality is None or not quality.top_fraction or not kept:
+        return kept
+    keep, drop = quality.filter_batch(kept)
+    s = stats["quality"]
+    s["docs_out"] -= len(drop)
+    s["bytes_out"] -= sum(_size(d) for d in drop)
+    s["dropped"]["quality_below_top_fraction"] += len(drop)
+    if rejects is not None:
+        rejects += [{"id": d["id"], "url": d.get("url", ""), "step": "quality", "reason": "quality_below_top_fraction",
+                     "text": d["text"][:100_000]} for d in drop]
+    return keep
 
 
 class _CpuTimed:
@@ -112,6 +131,7 @@ def filter_files(files: list[str], cfg: CurateConfig, rejects: list | None = Non
         cpu["read"] += time.process_time() - c0
         stats["read"]["seconds"] += time.perf_counter() - t0
         kept += run_steps(batch, steps, stats, rejects)
+    kept = _quality_top_fraction(kept, steps, stats, rejects)
     for d in kept:
         d["doc_key"] = doc_key(d["id"])
         d["text_bytes"] = len(d["text"].encode())
