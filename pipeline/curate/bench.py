@@ -283,7 +283,8 @@ def run_bench(out_dir: str, quick: bool) -> dict:
                # One "reference" key for the whole target (cluster/bench.py): one entry per compared figure.
                "reference": {"minhash": "datasketch.MinHash.update per shingle, same docs, same run",
                              "extraction": "trafilatura precision mode, same dev pages, same run",
-                             "end_to_end": "datatrove 0.10.1 FineWeb chain, same WARCs, same run (when installed)"}}
+                             "end_to_end": "datatrove 0.10.1 FineWeb chain, same WARCs, same run (when installed)",
+                             "filter_parity": "datatrove 0.10.1's Gopher, C4 and FineWeb filter classes, same documents"}}
     files = sorted(glob.glob(str(WEB / "**" / "*.warc.gz"), recursive=True))
     if files:
         from pipeline.curate.config import CurateConfig
@@ -299,4 +300,18 @@ def run_bench(out_dir: str, quick: bool) -> dict:
     figures.update(ray_dedup_figures(texts, truth))
     figures.update(extraction_quality(quick))
     figures.update(pii_figures(quick))
+    figures.update(parity_figures(quick))
     return figures
+
+
+def parity_figures(quick: bool) -> dict:
+    """Keep/drop agreement of our Gopher, C4 and FineWeb filters with datatrove's own classes on real
+    documents (the shared WARC/JSONL samples and the extraction dev pages)."""
+    from pipeline.curate.parity import filter_parity, parity_corpus
+
+    if not WEB.exists():
+        return {}
+    docs = parity_corpus(str(WEB), dev_every=8 if quick else 1)
+    per = filter_parity(docs)
+    return {"filter_parity": {"documents": len(docs), "min_rate": min(f["rate"] for f in per.values()),
+                              **{name: f["rate"] for name, f in per.items()}}}
