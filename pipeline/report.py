@@ -44,27 +44,26 @@ def _fmt(v) -> str:
 
 
 def read_metrics(run: RunDir, rel: str) -> list[dict]:
+    """metrics.jsonl rows; a line cut short by a killed writer is skipped."""
     if not run.exists(rel):
         return []
     rows = []
     for line in run.read_text(rel).splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        try:
+            rows.append(json.loads(line)) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
     return rows
 
 
 def count_parameters(run: RunDir, stage: str) -> int | None:
     """Parameters of a saved model, from the safetensors headers (no weights loaded)."""
     files = run.glob(f"{stage}/*.safetensors")
-    if not files or not Path(files[0]).exists():
+    if not files:
         return None
     total = 0
     for f in files:
-        with open(f, "rb") as fh:
+        with run.fs.open(run.fs._strip_protocol(f), "rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(n))
         for name, meta in header.items():

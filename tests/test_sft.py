@@ -108,6 +108,22 @@ def test_tiny_sft_run_teaches_the_model_to_stop(ray_local, run_dir):
         rates[name] = stop_rate(model, tok, prompts, max_new_tokens=32, temperature=1.0, seed=0, batch_size=16)[0]
     assert rates["sft"] >= rates["base"] + 0.5, rates
 
+    # Plain Hugging Face `generate` on the saved folder stops at <|im_end|> (generation_config).
+    from pipeline.tokenizer import IM_END, render_chat
+
+    im_end = tok.convert_tokens_to_ids(IM_END)
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    assert im_end in model.generation_config.eos_token_id
+    ended = 0
+    for p in prompts:
+        ids = torch.tensor([render_chat(tok, p, add_generation_prompt=True)])
+        new = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=48, do_sample=False)[0, ids.shape[1]:]
+        new = new.tolist()
+        if im_end in new:
+            ended += 1
+            assert new.index(im_end) == len(new) - 1, "generation ran past <|im_end|>"
+    assert ended >= len(prompts) // 2, (ended, len(prompts))
+
     # `d2d eval` on the result: eval.json with the three figures as fractions / a finite loss.
     from pipeline.train.evaluate import EvalConfig
     from pipeline.train.evaluate import run as run_eval

@@ -83,9 +83,11 @@ def critic_pairs(cfg, prompts: list[list[dict]], sampler) -> tuple[list[PrefPair
     from pipeline.train.rollout import RewardScorer, spawn
 
     constitution = load_constitution(cfg.constitution)
-    rm_path = cfg.reward_model or os.path.join(cfg.run_dir, "reward")
+    from pipeline.runfs import RunDir
+
+    rm_path = cfg.reward_model or RunDir(cfg.run_dir).path("reward")
     uses_rm = any(p["scorer"] == "reward_model" for p in constitution["principles"])
-    if uses_rm and not os.path.exists(os.path.join(rm_path, "config.json")):
+    if uses_rm and not RunDir(rm_path).exists("config.json"):
         raise StageError(f"{rm_path}/config.json not found: run `d2d reward --run-dir {cfg.run_dir}` first")
     first = sampler.generate.remote(prompts, cfg.max_reply_len, cfg.critic_temperature, cfg.seed)
     second = sampler.generate.remote(prompts, cfg.max_reply_len, cfg.critic_temperature, cfg.seed + 1)

@@ -14,7 +14,6 @@ built from the reward model, guardrail scores and a constitution file picks one)
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from typing import ClassVar
@@ -170,10 +169,11 @@ def load_encoded(cfg: DPOConfig, tok, ref) -> tuple[list[dict], list[dict], dict
     """(train rows, held-out rows, data report) from the pairs file or the critic."""
     from pipeline.chat.prefs import load_pairs, split_pairs
     from pipeline.errors import StageError
+    from pipeline.runfs import fsspec_exists, local_path
 
-    if not os.path.exists(cfg.pairs):
+    if not fsspec_exists(cfg.pairs):
         raise StageError(f"pairs file {cfg.pairs} not found (set --pairs to a preference JSONL)")
-    data = load_pairs(cfg.pairs, limit=cfg.max_pairs or None)
+    data = load_pairs(local_path(cfg.pairs), limit=cfg.max_pairs or None)
     report = {"source": cfg.pairs, "pairs": len(data.pairs), "rejected": data.reasons}
     pairs = data.pairs
     if cfg.pairs_from_critic:
@@ -193,12 +193,12 @@ def run(cfg: DPOConfig) -> dict:
 
     from pipeline.runfs import RunDir
     from pipeline.tokenizer import load_tokenizer
-    from pipeline.train.rl import arithmetic_defaults, fit_rl
-    from pipeline.train.rollout import ReferenceModel, spawn
+    from pipeline.train.rl import Reference, arithmetic_defaults, fit_rl
+    from pipeline.train.rollout import spawn
 
     arithmetic_defaults(cfg, cfg.init_dir())  # fails early, naming the missing model folder
     tok = load_tokenizer(cfg.init_dir())
-    ref = spawn(ReferenceModel, cfg.init_dir(), num_cpus=cfg.ref_num_cpus, num_gpus=cfg.ref_num_gpus)
+    ref = spawn(Reference, cfg.init_dir(), num_cpus=cfg.ref_num_cpus, num_gpus=cfg.ref_num_gpus)
     train, heldout, report = load_encoded(cfg, tok, ref)
     train = with_reference(ref, train, tok.pad_token_id)
     heldout = with_reference(ref, heldout, tok.pad_token_id)
@@ -207,10 +207,7 @@ def run(cfg: DPOConfig) -> dict:
     out = fit_rl(cfg, "pipeline.train.dpo:dpo_step", {"train": train, "heldout": heldout}, reference=False,
                  panels=[("loss", "heldout_loss"), ("reward_accuracy", "heldout_reward_accuracy"),
                          ("reward_margin", "heldout_reward_margin"), ("chosen_logp", "rejected_logp")])
-    last = RunDir(cfg.run_dir).read_text(f"{cfg.out}/metrics.jsonl").strip().splitlines()[-1]
-    import json
-
-    row = json.loads(last)
+    row = RunDir(cfg.run_dir).read_jsonl(f"{cfg.out}/metrics.jsonl")[-1]
     ev = {"heldout_reward_accuracy": row.get("heldout_reward_accuracy"),
           "heldout_reward_margin": row.get("heldout_reward_margin"), "heldout_pairs": len(heldout),
           "train_reward_accuracy": row.get("reward_accuracy"), "data": report, "beta": cfg.beta}

@@ -15,8 +15,6 @@ The evaluation runs as one Ray task with the CPUs/GPUs from config.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import ClassVar
@@ -73,7 +71,9 @@ class EvalConfig:
             raise ValueError("num_cpus/num_gpus: num_cpus must be > 0 and num_gpus >= 0")
 
     def model_dir(self) -> str:
-        return self.model or os.path.join(self.run_dir, "sft")
+        from pipeline.runfs import RunDir
+
+        return self.model or RunDir(self.run_dir).path("sft")
 
 
 def _batches(xs: list, n: int):
@@ -153,11 +153,10 @@ def arithmetic_accuracy(model, tok, problems: list[dict], system: str, batch_siz
 
 
 def _model_defaults(path: str) -> dict:
-    f = os.path.join(path, "sft.json")
-    if not os.path.exists(f):
-        return {}
-    with open(f) as fh:
-        return json.load(fh)
+    from pipeline.runfs import RunDir
+
+    model = RunDir(path)
+    return model.read_json("sft.json") if model.exists("sft.json") else {}
 
 
 def _heldout(n: int, seed: int, ops: str, lo: int, hi: int) -> list[dict]:
@@ -176,8 +175,9 @@ def _heldout(n: int, seed: int, ops: str, lo: int, hi: int) -> list[dict]:
 
 def _val_conversations(cfg: EvalConfig, path: str, defaults: dict) -> tuple[list[dict], str]:
     from pipeline.chat.converters import load_conversations
+    from pipeline.runfs import RunDir
 
-    source = cfg.val_file or (os.path.join(path, "val.jsonl") if os.path.exists(os.path.join(path, "val.jsonl")) else "")
+    source = cfg.val_file or (RunDir(path).path("val.jsonl") if RunDir(path).exists("val.jsonl") else "")
     if source:
         convs, report = load_conversations(source, "openai")
         if not convs:
@@ -197,14 +197,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from pipeline.runfs import local_path
     from pipeline.tokenizer import load_tokenizer
 
     torch.set_num_threads(max(1, int(cfg.num_cpus)))
     torch.manual_seed(cfg.seed)
     path = cfg.model_dir()
     device = "cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-    tok = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    tok = load_tokenizer(local_path(path))
+    model = AutoModelForCausalLM.from_pretrained(local_path(path), dtype=torch.float32).to(device).eval()
     defaults = _model_defaults(path)
     system = cfg.system_prompt if cfg.system_prompt is not None else defaults.get("system_prompt", "")
     arith = defaults.get("arithmetic", {})
@@ -255,7 +256,7 @@ def run(cfg: EvalConfig) -> dict:
     from pipeline.runfs import RunDir
 
     path = cfg.model_dir()
-    if not os.path.exists(os.path.join(path, "config.json")):
+    if not RunDir(path).exists("config.json"):
         raise StageError(f"{path}/config.json not found: run `d2d sft --run-dir {cfg.run_dir}` first or pass --model")
     task = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)(evaluate)
     result = ray.get(task.remote(cfg))

@@ -73,9 +73,10 @@ class GRPOConfig(RLCommon):
 def load_gsm8k(path: str) -> tuple[list[dict], dict]:
     """GSM8K rows → problems {question, answer:int}; rows without an integer `#### N` are counted."""
     from pipeline.chat.arithmetic import parse_answer
+    from pipeline.runfs import local_path
 
     problems, skipped = [], {}
-    for line in open(path, encoding="utf-8"):
+    for line in open(local_path(path), encoding="utf-8"):
         try:
             row = json.loads(line)
             answer = parse_answer(row["answer"].split("####")[-1] if "####" in row["answer"] else "", strict=False)
@@ -147,10 +148,12 @@ def accuracy_task(path: str, problems: list[dict], system: str, max_new_tokens: 
     """Greedy held-out exact-match accuracy of a model folder (runs as a Ray task)."""
     from transformers import AutoModelForCausalLM
 
+    from pipeline.runfs import local_path
     from pipeline.tokenizer import load_tokenizer
     from pipeline.train.evaluate import arithmetic_accuracy
 
     torch.set_num_threads(max(1, threads))
+    path = local_path(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     return arithmetic_accuracy(model, load_tokenizer(path), problems, system, 64, max_new_tokens)[0]
 

@@ -60,8 +60,8 @@ class TrainConfig:
 
     num_workers: int = 2
     """Ray Train workers (one process each; data-parallel)."""
-    use_gpu: bool = False
-    """One GPU per worker (NCCL); without CUDA the workers fall back to CPU and gloo."""
+    use_gpu: bool | Literal["auto"] = False
+    """true: one GPU per worker, always requested from Ray (an autoscaler adds GPU nodes); auto: GPUs if the cluster has some now, else CPU (said in the log); false: CPU and gloo."""
     cpus_per_worker: float = 1.0
     """CPUs Ray reserves per worker (also its torch intra-op threads)."""
     strategy: Literal["ddp", "fsdp"] = "ddp"
@@ -209,7 +209,7 @@ class _Worker:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         cfg = self.cfg
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-        if cfg.use_gpu and torch.cuda.is_available():
+        if config.get("gpu") and torch.cuda.is_available():
             import ray.train.torch
 
             self.device = ray.train.torch.get_device()
@@ -265,8 +265,7 @@ class _Worker:
             _set_rng_state(rng)
         step = int(blob["step"])
         if self.rank == 0:
-            rows = _read_jsonl(self.run, "metrics.jsonl")
-            self.run.write_text("metrics.jsonl", "".join(_dumps(r) + "\n" for r in rows if r["step"] <= step))
+            self.run.write_jsonl("metrics.jsonl", [r for r in self.run.read_jsonl("metrics.jsonl") if r["step"] <= step])
             self.run.append_jsonl("events.jsonl", {"event": "resumed", "step": step, "time": time.time()})
         return step
 
@@ -401,20 +400,6 @@ def _round(v):
     return round(v, 6) if isinstance(v, float) else v
 
 
-def _dumps(row: dict) -> str:
-    import json
-
-    return json.dumps(row)
-
-
-def _read_jsonl(run, rel: str) -> list[dict]:
-    import json
-
-    if not run.exists(rel):
-        return []
-    return [json.loads(x) for x in run.read_text(rel).splitlines() if x.strip()]
-
-
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: build, restore, train, checkpoint, finalize."""
     _Worker(config).loop()
@@ -430,12 +415,14 @@ def trainer(cfg: TrainConfig, *, model_fn, train, val=None, loss_fn=causal_lm_lo
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pipeline.runfs import RunDir
+
     fail_at = os.environ.get("D2D_FAIL_AT_STEP")
+    gpu = resolve_gpu(cfg.use_gpu, name)
     loop_config = {"cfg": cfg, "model_fn": model_fn, "train": train, "val": val, "loss_fn": loss_fn,
                    "finalize": finalize, "out_dir": out_dir, "bytes_per_token": bytes_per_token,
-                   "fail_at_step": int(fail_at) if fail_at else None,
+                   "fail_at_step": int(fail_at) if fail_at else None, "gpu": gpu,
                    "fail_rank": int(os.environ.get("D2D_FAIL_RANK", "0"))}
-    gpu = cfg.use_gpu and _cluster_has_gpus()
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -443,16 +430,24 @@ def trainer(cfg: TrainConfig, *, model_fn, train, val=None, loss_fn=causal_lm_lo
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu,
                                                resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=storage_path, callbacks=callbacks,
+            name=name, callbacks=callbacks, **RunDir(storage_path).ray_storage(""),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
     )
 
 
-def _cluster_has_gpus() -> bool:
+def resolve_gpu(use_gpu: bool | str, stage: str) -> bool:
+    """Whether workers ask Ray for GPUs. `true` always does (a cluster may scale GPU nodes up on
+    demand, so "none now" is no reason to train on CPU); `auto` does when the cluster has GPUs
+    now and otherwise says, on the stage's log, that it trains on CPU."""
+    if use_gpu != "auto":
+        return bool(use_gpu)
     import ray
 
-    return ray.cluster_resources().get("GPU", 0) > 0
+    gpus = ray.cluster_resources().get("GPU", 0)
+    print(f"[{stage}] use_gpu=auto: " + (f"{gpus:g} GPUs in the cluster, training on GPU" if gpus
+                                         else "no GPU in the cluster now, training on CPU"), flush=True)
+    return gpus > 0
 
 
 def fit(cfg: TrainConfig, **kwargs) -> dict:

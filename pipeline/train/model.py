@@ -101,3 +101,17 @@ if __name__ == "__main__":
         d = describe(cfg, 1024)
         print(f"{name:<6} params {d['parameters'] / 1e6:8.1f}M  "
               f"non-embedding {d['non_embedding_parameters'] / 1e6:8.1f}M  FLOPs/token {d['flops_per_token']:.3e}")
+
+
+def save_chat_model(out: str, model, tok) -> str:
+    """Save an HF folder (path or URI) whose generation_config stops at `<|im_end|>` as well as
+    `<|endoftext|>`: plain `model.generate` (and any HF tool) then ends a chat turn where the
+    assistant does, instead of running on into a made-up next turn."""
+    from pipeline.runfs import RunDir
+    from pipeline.tokenizer import stop_token_ids
+
+    gc = getattr(model, "generation_config", None)
+    if gc is not None and model.can_generate():
+        gc.eos_token_id = stop_token_ids(tok)
+        gc.pad_token_id = tok.pad_token_id
+    return RunDir(out).save_pretrained("", model, tok)

@@ -16,7 +16,6 @@ Metrics per step: reward, KL, β, entropy, response length, clip fraction, value
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass
 from typing import ClassVar
@@ -82,15 +81,17 @@ def load_prompts(cfg: PPOConfig, tok) -> tuple[list[list[dict]], dict]:
 
     from pipeline.chat.prefs import load_pairs
     from pipeline.errors import StageError
+    from pipeline.runfs import fsspec_exists, local_path
     from pipeline.tokenizer import render_chat
 
-    if not os.path.exists(cfg.prompts):
+    if not fsspec_exists(cfg.prompts):
         raise StageError(f"prompts file {cfg.prompts} not found")
-    first = json.loads(next(_lines(cfg.prompts)))
+    path = local_path(cfg.prompts)
+    first = json.loads(next(_lines(path)))
     if "chosen" in first:
-        convs = [[next(m for m in p.prompt if m["role"] == "user")] for p in load_pairs(cfg.prompts).pairs]
+        convs = [[next(m for m in p.prompt if m["role"] == "user")] for p in load_pairs(path).pairs]
     else:
-        convs = [[m for m in json.loads(x)["messages"] if m["role"] != "assistant"][:1] for x in _lines(cfg.prompts)]
+        convs = [[m for m in json.loads(x)["messages"] if m["role"] != "assistant"][:1] for x in _lines(path)]
     seen, kept, too_long = set(), [], 0
     for c in convs:
         key = c[0]["content"]
@@ -172,16 +173,14 @@ def ppo_step(ctx, step: int) -> dict:
 
 
 def run(cfg: PPOConfig) -> dict:
-    import json
-
     from pipeline.errors import StageError
     from pipeline.runfs import RunDir
     from pipeline.tokenizer import load_tokenizer
     from pipeline.train.rl import arithmetic_defaults, fit_rl
     from pipeline.train.rollout import RewardScorer, spawn
 
-    rm = cfg.reward_model or os.path.join(cfg.run_dir, "reward")
-    if not os.path.exists(os.path.join(rm, "config.json")):
+    rm = cfg.reward_model or RunDir(cfg.run_dir).path("reward")
+    if not RunDir(rm).exists("config.json"):
         raise StageError(f"{rm}/config.json not found: run `d2d reward --run-dir {cfg.run_dir}` first or set reward_model")
     _, system = arithmetic_defaults(cfg, cfg.init_dir())
     prompts, report = load_prompts(cfg, load_tokenizer(cfg.init_dir()))
@@ -191,7 +190,7 @@ def run(cfg: PPOConfig) -> dict:
     out = fit_rl(cfg, "pipeline.train.ppo:ppo_step", {"prompts": prompts}, model="policy_value",
                  actors={"reward": reward}, reference=True,
                  panels=[("reward", "kl"), ("beta",), ("entropy", "response_length"), ("clip_frac", "value_loss")])
-    rows = [json.loads(x) for x in RunDir(cfg.run_dir).read_text(f"{cfg.out}/metrics.jsonl").splitlines() if x.strip()]
+    rows = RunDir(cfg.run_dir).read_jsonl(f"{cfg.out}/metrics.jsonl")
     k = max(1, len(rows) // 5)
     first, last = rows[:k], rows[-k:]
     mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731

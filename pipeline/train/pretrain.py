@@ -172,9 +172,7 @@ def finalize_base(model, *, out_dir: str, tokenizer_dir: str, prompts: list[list
     with open(os.path.join(local, "samples.json"), "w") as f:
         json.dump(samples, f, indent=2)
     if local != out_dir:
-        run = RunDir(out_dir)
-        for name in os.listdir(local):
-            run.fs.put_file(os.path.join(local, name), run._p(name))
+        RunDir(out_dir).upload_dir(local)
         shutil.rmtree(local, ignore_errors=True)
 
 
@@ -257,7 +255,7 @@ def _tune_trial(params: dict, *, cfg: PretrainConfig, kwargs: dict) -> None:
     trial_cfg = dataclasses.replace(cfg, **params, tune=[])
     name = tune.get_context().get_trial_name()
     kw = {**kwargs, "finalize": None, "name": f"tune-{name}",
-          "out_dir": os.path.join(kwargs["out_dir"], "tune", name)}
+          "out_dir": RunDir(kwargs["out_dir"]).path("tune", name)}
     trainer(trial_cfg, callbacks=[TuneReportCallback()], **kw).fit()
 
 
@@ -279,7 +277,7 @@ def tune_search(cfg: PretrainConfig, kwargs: dict) -> dict:
         tune_config=tune.TuneConfig(num_samples=cfg.trials, max_concurrent_trials=concurrent,
                                     scheduler=ASHAScheduler(metric=metric, mode="min", max_t=reports,
                                                             grace_period=max(1, reports // 4))),
-        run_config=tune.RunConfig(name=f"{cfg.out}-tune", storage_path=RunDir(cfg.run_dir).path(".ray_tune")),
+        run_config=tune.RunConfig(name=f"{cfg.out}-tune", **RunDir(cfg.run_dir).ray_storage(".ray_tune")),
     )
     results = tuner.fit()
     best = results.get_best_result(metric=metric, mode="min")

@@ -13,12 +13,12 @@ RUN/reward/eval.json. Training runs on Ray Train through the shared loop.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
+from pipeline.runfs import fsspec_exists
 from pipeline.train.losses import bradley_terry_loss
 from pipeline.train.rl import LearnerCommon
 from pipeline.train.rollout import left_pad
@@ -26,21 +26,28 @@ from pipeline.train.rollout import left_pad
 HH_PAIRS = "../shared/data/prefs/hh_rlhf_harmless_base_test.jsonl.gz"
 
 
-def load_reward_model(path: str):
-    """(model, tokenizer) of a saved reward model, in eval mode."""
+def load_reward_model(path: str, device: str | None = None):
+    """(model, tokenizer) of a saved reward model (path or URI), in eval mode, on `device`
+    (default: the GPU Ray gave this process, else CPU)."""
     from transformers import AutoModelForSequenceClassification
 
+    from pipeline.runfs import local_path
     from pipeline.tokenizer import load_tokenizer
 
+    path = local_path(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    return model.eval(), load_tokenizer(path)
+    return model.to(device).eval(), load_tokenizer(path)
 
 
 def init_reward_model(backbone: str, pad_id: int):
-    """A reward model whose transformer is the backbone's, with a freshly initialised scalar head."""
+    """A reward model whose transformer is the backbone's (path or URI), with a freshly initialised scalar head."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, dtype=torch.float32)
+    from pipeline.runfs import local_path
+
+    model = AutoModelForSequenceClassification.from_pretrained(local_path(backbone), num_labels=1,
+                                                               dtype=torch.float32)
     model.config.pad_token_id = pad_id
     return model
 
@@ -165,13 +172,14 @@ def reward_step(ctx, step: int) -> dict:
 
 def _score(cfg: RewardConfig) -> dict:
     from pipeline.errors import StageError
+    from pipeline.runfs import RunDir, local_path
 
-    path = cfg.model or f"{cfg.run_dir}/reward"
-    if not os.path.exists(os.path.join(path, "config.json")):
+    path = cfg.model or RunDir(cfg.run_dir).path("reward")
+    if not RunDir(path).exists("config.json"):
         raise StageError(f"{path}/config.json not found: run `d2d reward --run-dir {cfg.run_dir}` first or pass --model")
     model, tok = load_reward_model(path)
     if cfg.input:
-        rows = [json.loads(x) for x in open(cfg.input, encoding="utf-8") if x.strip()]
+        rows = [json.loads(x) for x in open(local_path(cfg.input), encoding="utf-8") if x.strip()]
         prompts = [r.get("messages") or [{"role": "user", "content": r.get("prompt", "")}] for r in rows]
         replies = [r.get("response", "") for r in rows]
     elif cfg.response:
@@ -185,18 +193,18 @@ def _score(cfg: RewardConfig) -> dict:
 def run(cfg: RewardConfig) -> dict:
     from pipeline.chat.prefs import load_pairs, split_pairs
     from pipeline.errors import StageError
-    from pipeline.runfs import RunDir
+    from pipeline.runfs import RunDir, local_path
     from pipeline.tokenizer import load_tokenizer
     from pipeline.train.rl import fit_rl
 
     if cfg.action == "score":
         return _score(cfg)
-    if not os.path.exists(os.path.join(cfg.init_dir(), "config.json")):
+    if not RunDir(cfg.init_dir()).exists("config.json"):
         raise StageError(f"{cfg.init_dir()}/config.json not found: run `d2d sft --run-dir {cfg.run_dir}` first or set init")
-    if not os.path.exists(cfg.pairs):
+    if not fsspec_exists(cfg.pairs):
         raise StageError(f"pairs file {cfg.pairs} not found (set --pairs to a preference JSONL)")
     tok = load_tokenizer(cfg.init_dir())
-    data = load_pairs(cfg.pairs, limit=cfg.max_pairs or None)
+    data = load_pairs(local_path(cfg.pairs), limit=cfg.max_pairs or None)
     train, heldout = split_pairs(data.pairs, cfg.heldout_fraction)
     if not train or not heldout:
         raise StageError(f"{len(data.pairs)} usable pairs give an empty train or held-out split")
@@ -206,7 +214,7 @@ def run(cfg: RewardConfig) -> dict:
                  {"train": enc(train), "heldout": enc(heldout)[: cfg.eval_n]}, model="reward", reference=False,
                  panels=[("loss", "heldout_loss"), ("accuracy", "heldout_accuracy"), ("margin", "heldout_margin")])
     run_dir = RunDir(cfg.run_dir)
-    last = json.loads(run_dir.read_text(f"{cfg.out}/metrics.jsonl").strip().splitlines()[-1])
+    last = run_dir.read_jsonl(f"{cfg.out}/metrics.jsonl")[-1]
     ev = {"heldout_accuracy": last.get("heldout_accuracy"), "heldout_margin": last.get("heldout_margin"),
           "heldout_loss": last.get("heldout_loss"), "heldout_pairs": min(len(heldout), cfg.eval_n),
           "train_pairs": len(train), "source": cfg.pairs, "rejected_rows": data.reasons, "steps": last.get("step")}

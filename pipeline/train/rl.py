@@ -15,7 +15,6 @@ folder; the driver adds PNG plots of the metrics.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pipeline.train.losses import (
     ppo_policy_loss,
     value_loss,
 )
-from pipeline.train.rollout import Rollout, sample
+from pipeline.train.rollout import ReferenceModel, Rollout, sample
 
 
 @dataclass(kw_only=True)
@@ -40,9 +39,9 @@ class LearnerCommon:
     """Fields every learner stage on this loop shares (PPO, GRPO, DPO)."""
 
     run_dir: str = "runs/default"
-    """Run directory (local path); the policy comes from RUN/sft unless `init` is set."""
+    """Run directory (local path or fsspec URI such as s3://bucket/runs/x); the policy comes from RUN/sft unless `init` is set."""
     init: str = ""
-    """Policy (and reference) model folder; empty: RUN/sft."""
+    """Policy (and reference) model folder, path or URI; empty: RUN/sft."""
     max_steps: int = 200
     """Optimizer steps (RL: one rollout batch each)."""
     time_limit_s: float = 0.0
@@ -61,8 +60,8 @@ class LearnerCommon:
     """Ray Train learner workers (DDP)."""
     cpus_per_worker: float = 1.0
     """CPUs per learner (also its torch threads)."""
-    use_gpu: bool = False
-    """One GPU per learner; falls back to CPU when none is present."""
+    use_gpu: bool | Literal["auto"] = False
+    """true: one GPU per learner, always requested from Ray; auto: GPUs if the cluster has some now, else CPU (said in the log)."""
     checkpoint_every: int = 20
     """Steps between checkpoints (and Ray Train reports)."""
     max_failures: int = 1
@@ -82,10 +81,14 @@ class LearnerCommon:
             raise ValueError(f"max_failures: must be >= 0, got {self.max_failures}")
 
     def init_dir(self) -> str:
-        return self.init or os.path.join(self.run_dir, "sft")
+        from pipeline.runfs import RunDir
+
+        return self.init or RunDir(self.run_dir).path("sft")
 
     def out_dir(self) -> str:
-        return os.path.join(os.path.abspath(self.run_dir), self.out)
+        from pipeline.runfs import RunDir
+
+        return RunDir(self.run_dir).path(self.out)
 
 
 @dataclass(kw_only=True)
@@ -142,11 +145,12 @@ class RLCommon(WithReference):
 def arithmetic_defaults(cfg, init: str) -> tuple[dict, str]:
     """(arithmetic ops/lo/hi, system prompt): config first, else what INIT/sft.json says SFT used."""
     from pipeline.errors import StageError
+    from pipeline.runfs import RunDir
 
-    if not os.path.exists(os.path.join(init, "config.json")):
+    model = RunDir(init)
+    if not model.exists("config.json"):
         raise StageError(f"{init}/config.json not found: run `d2d sft --run-dir {cfg.run_dir}` first or set init")
-    f = os.path.join(init, "sft.json")
-    d = json.load(open(f)) if os.path.exists(f) else {}
+    d = model.read_json("sft.json") if model.exists("sft.json") else {}
     a = d.get("arithmetic", {})
     arith = {"ops": getattr(cfg, "arith_ops", "") or a.get("ops", "+-*"),
              "lo": a.get("lo", 0) if getattr(cfg, "arith_lo", None) is None else cfg.arith_lo,
@@ -230,6 +234,23 @@ def rl_update(ctx, ro: Rollout, advantages: torch.Tensor, *, ref_logp: torch.Ten
     return out
 
 
+class Reference(ReferenceModel):
+    """The frozen reference actor on a local copy of its folder (path or URI), on the GPU Ray gave it."""
+
+    def __init__(self, path: str, threads: int = 1):
+        from pipeline.runfs import local_path
+
+        super().__init__(local_path(path), threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+
+    @torch.no_grad()
+    def logprobs(self, input_ids, attention_mask, prompt_len: int, temperature: float = 1.0, batch_size: int = 16):
+        out = super().logprobs(input_ids.to(self.device), attention_mask.to(self.device), prompt_len,
+                               temperature, batch_size)
+        return out.cpu()
+
+
 # ---------------------------------------------------------------- the learner (a Ray Train worker)
 
 
@@ -237,6 +258,7 @@ def _setup(config: dict):
     import ray.train
     from transformers import AutoModelForCausalLM
 
+    from pipeline.runfs import local_path
     from pipeline.tokenizer import load_tokenizer, stop_token_ids
 
     cfg = config["cfg"]
@@ -244,14 +266,15 @@ def _setup(config: dict):
     rank, world = ctx_.get_world_rank(), ctx_.get_world_size()
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     torch.manual_seed(cfg.seed + rank)
-    device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    tok = load_tokenizer(cfg.init_dir())
+    device = torch.device("cuda" if config.get("gpu") and torch.cuda.is_available() else "cpu")
+    init = local_path(cfg.init_dir())
+    tok = load_tokenizer(init)
     if config.get("model") == "reward":
         from pipeline.train.reward import init_reward_model
 
-        policy = init_reward_model(cfg.init_dir(), tok.pad_token_id).to(device)
+        policy = init_reward_model(init, tok.pad_token_id).to(device)
     else:
-        lm = AutoModelForCausalLM.from_pretrained(cfg.init_dir(), dtype=torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
         policy = PolicyValue(lm, with_value=config.get("model") == "policy_value").to(device)
     model = policy
     if world > 1:
@@ -351,36 +374,23 @@ def train_loop(config: dict) -> None:
 
 def _truncate_metrics(run, rel: str, restored: int) -> None:
     """A resumed run replays the steps after its checkpoint: drop their old rows first."""
-    if not run.exists(rel):
-        return
-    rows = [json.loads(x) for x in run.read_text(rel).splitlines() if x.strip()]
-    run.write_text(rel, "".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= restored))
+    if run.exists(rel):
+        run.write_jsonl(rel, [r for r in run.read_jsonl(rel) if r.get("step", 0) <= restored])
 
 
 def save_policy(lm, tok, out: str) -> None:
-    from pipeline.tokenizer import save_tokenizer
+    from pipeline.train.model import save_chat_model
 
-    os.makedirs(out, exist_ok=True)
-    lm.save_pretrained(out)
-    save_tokenizer(tok, out)
+    save_chat_model(out, lm, tok)
 
 
 def plot_metrics(cfg, panels: list[tuple[str, ...]]) -> list[str]:
     """PNG curves of RUN/out/metrics.jsonl, one per panel of metric names; returns the files written."""
-    from pathlib import Path
-
-    from pipeline.report import _plot
     from pipeline.runfs import RunDir
+    from pipeline.train.plots import plot_metrics as plot_rows
 
-    run = RunDir(cfg.run_dir)
-    rel = f"{cfg.out}/metrics.jsonl"
-    rows = [json.loads(x) for x in run.read_text(rel).splitlines() if x.strip()] if run.exists(rel) else []
-    written = []
-    for keys in panels:
-        png = Path(cfg.out_dir(), f"{'_'.join(keys)}.png")
-        if _plot(rows, keys, f"{cfg.out}: {', '.join(keys)}", png):
-            written.append(str(png))
-    return written
+    rows = RunDir(cfg.run_dir).read_jsonl(f"{cfg.out}/metrics.jsonl")
+    return plot_rows(rows, cfg.out_dir(), [("_".join(keys), keys) for keys in panels])
 
 
 def fit_rl(cfg, step_fn: str, extras: dict, *, model: str = "policy", actors: dict | None = None,
@@ -393,20 +403,23 @@ def fit_rl(cfg, step_fn: str, extras: dict, *, model: str = "policy", actors: di
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipeline.train.rollout import ReferenceModel, spawn
+    from pipeline.runfs import RunDir
+    from pipeline.train.loop import resolve_gpu
+    from pipeline.train.rollout import spawn
 
+    gpu = resolve_gpu(cfg.use_gpu, cfg.out)
     actors = dict(actors or {})
     if reference if reference is not None else getattr(cfg, "kl_coef", 0) > 0:
-        actors["ref"] = spawn(ReferenceModel, cfg.init_dir(), num_cpus=cfg.ref_num_cpus, num_gpus=cfg.ref_num_gpus)
-    out = cfg.out_dir()
-    os.makedirs(out, exist_ok=True)
+        actors["ref"] = spawn(Reference, cfg.init_dir(), num_cpus=cfg.ref_num_cpus, num_gpus=cfg.ref_num_gpus)
+    out = RunDir(cfg.run_dir).makedirs(cfg.out)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg, "step_fn": step_fn, "model": model, "extras": {**extras, **actors}},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+        train_loop_config={"cfg": cfg, "step_fn": step_fn, "model": model, "gpu": gpu,
+                           "extras": {**extras, **actors}},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu,
                                                resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=f"{cfg.out}-train", storage_path=os.path.join(os.path.abspath(cfg.run_dir), ".ray_train"),
+            name=f"{cfg.out}-train", **RunDir(cfg.run_dir).ray_storage(".ray_train"),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )

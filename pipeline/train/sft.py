@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,9 +43,9 @@ class SFTConfig(TrainConfig):
                  "eval_every": 50},
     }
     run_dir: str = "runs/default"
-    """Run directory (local path); reads RUN/base, writes RUN/sft."""
+    """Run directory (local path or fsspec URI such as s3://bucket/runs/x); reads RUN/base, writes RUN/sft."""
     base: str = ""
-    """Model folder to fine-tune (HF format with its tokenizer); empty means RUN_DIR/base."""
+    """Model folder to fine-tune (HF format with its tokenizer, path or URI); empty means RUN_DIR/base."""
     input: list[str] = field(default_factory=list)
     """Conversation files (JSON or JSONL, .gz ok) in `format`, added to the built-in mixture."""
     format: str = "openai"
@@ -210,7 +209,9 @@ def load_model(base: str, lora: bool = False, r: int = 8, alpha: int = 16):
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    from pipeline.runfs import local_path
+
+    model = AutoModelForCausalLM.from_pretrained(local_path(base), dtype=torch.float32)
     if not lora:
         return model
     from peft import LoraConfig, get_peft_model
@@ -225,12 +226,12 @@ def load_model(base: str, lora: bool = False, r: int = 8, alpha: int = 16):
 
 def save_model(out_dir: str, tok_dir: str, model) -> None:
     """The loop's `finalize` (rank 0): adapters merged in, HF folder with tokenizer and chat template."""
-    from pipeline.tokenizer import load_tokenizer, save_tokenizer
+    from pipeline.tokenizer import load_tokenizer
+    from pipeline.train.model import save_chat_model
 
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.save_pretrained(out_dir)
-    save_tokenizer(load_tokenizer(tok_dir), out_dir)
+    save_chat_model(out_dir, model, load_tokenizer(tok_dir))
 
 
 def base_dir(cfg: SFTConfig) -> str:
@@ -241,10 +242,11 @@ def base_dir(cfg: SFTConfig) -> str:
 
 def load_base_tokenizer(cfg: SFTConfig):
     """The base folder's tokenizer (`d2d pretrain` saves it beside the weights)."""
+    from pipeline.runfs import RunDir
     from pipeline.tokenizer import load_tokenizer
 
     base = base_dir(cfg)
-    if not os.path.exists(os.path.join(base, "config.json")):
+    if not RunDir(base).exists("config.json"):
         raise StageError(f"{base}/config.json not found: run `d2d pretrain --run-dir {cfg.run_dir}` first or set --base")
     return load_tokenizer(base)
 
@@ -273,7 +275,6 @@ def run(cfg: SFTConfig) -> dict:
     import dataclasses
     import time
     from functools import partial
-    from pathlib import Path
 
     from pipeline.runfs import RunDir
     from pipeline.train.loop import fit
@@ -281,7 +282,7 @@ def run(cfg: SFTConfig) -> dict:
 
     started = time.time()
     tok = load_base_tokenizer(cfg)
-    context = json.loads(Path(base_dir(cfg), "config.json").read_text()).get("max_position_embeddings") or cfg.max_len
+    context = RunDir(base_dir(cfg)).read_json("config.json").get("max_position_embeddings") or cfg.max_len
     if cfg.max_len > context:
         # RoPE saw positions up to the base's context only; longer rows would be extrapolation.
         print(f"[sft] max_len {cfg.max_len} > the base model's context {context}: using {context}", flush=True)
@@ -299,7 +300,7 @@ def run(cfg: SFTConfig) -> dict:
     fit(loop_cfg, model_fn=partial(load_model, base, cfg.lora, cfg.lora_r, cfg.lora_alpha), train=train, val=val,
         loss_fn=sft_loss, finalize=partial(save_model, out, base), out_dir=out,
         storage_path=run_dir.path(".ray_train"), name="sft")
-    rows = [json.loads(x) for x in run_dir.read_text("sft/metrics.jsonl").splitlines() if x.strip()]
+    rows = run_dir.read_jsonl("sft/metrics.jsonl")
     plots = plot_metrics(rows, out)
     vals = [r["val_loss"] for r in rows if "val_loss" in r]
     summary = {"steps": steps, "final_loss": rows[-1]["loss"] if rows else None,
