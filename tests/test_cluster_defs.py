@@ -217,3 +217,12 @@ def test_dockerfile_installs_the_project_with_its_object_store_client():
 
     deps = tomllib.loads((CLUSTER.parent / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("s3fs") for d in deps)
+
+
+def test_cluster_doc_commands_name_real_stages_and_keys():
+    text = (CLUSTER.parent / "docs" / "cluster.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    cmds = [c for b in blocks for c in d2d_commands(b)]
+    assert {c[0] for c in cmds} >= {"submit", "jobs", "serve"}
+    for argv in cmds:
+        check_command(argv)
