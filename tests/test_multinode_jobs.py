@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -37,10 +39,11 @@ def _ports() -> list[str]:
             f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
 
 
-def _start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                             *_ports(), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                                 *_ports(), *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -59,15 +62,20 @@ def _alive_nodes(address: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(no_shared_ray, s3_server, tmp_path_factory):
+def cluster(no_shared_ray, s3_server):
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, **s3_server, "PATH": path, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "D2D_PROGRESS": "0", "D2D_FAIL_AT_STEP": str(FAIL_AT), "D2D_FAIL_RANK": "1"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
+    # Not under pytest's basetemp: concurrent pytest sessions prune old basetemps, and the job's
+    # working_dir lives in Ray's temp dir.
+    temp = Path(tempfile.mkdtemp(prefix="d2d-mn-", dir="/tmp"))
+    logs = temp / "logs"
+    logs.mkdir()
     head = _start(["--head", f"--port={gcs}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
                    f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-                   f"--temp-dir={tmp_path_factory.mktemp('ray')}", "--include-dashboard=true"], env)
+                   f"--temp-dir={temp / 'ray'}", "--include-dashboard=true"], env, logs / "head.log")
     procs = [head]
     address = f"http://127.0.0.1:{dash}"
     try:
@@ -79,12 +87,13 @@ def cluster(no_shared_ray, s3_server, tmp_path_factory):
             except OSError:
                 nodes = []
             if nodes and worker is None:
-                worker = _start([f"--address=127.0.0.1:{gcs}", "--num-cpus=1"], env)
+                worker = _start([f"--address=127.0.0.1:{gcs}", "--num-cpus=1"], env, logs / "worker.log")
                 procs.append(worker)
             if len(nodes) == 2:
                 break
             if any(p.poll() is not None for p in procs):
-                pytest.fail("a `ray start` exited early")
+                pytest.fail("a `ray start` exited early: " + " | ".join(
+                    f.read_text()[-800:] for f in sorted(logs.glob("*.log"))))
             time.sleep(0.5)
         else:
             pytest.fail("the two-node cluster did not come up in 120 s")
@@ -93,6 +102,7 @@ def cluster(no_shared_ray, s3_server, tmp_path_factory):
     finally:
         for p in reversed(procs):
             _stop(p)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def d2d(env, *args, timeout=900):
@@ -100,7 +110,7 @@ def d2d(env, *args, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_tiny_lifecycle_on_two_nodes_with_an_s3_run_dir(cluster, s3_server):
+def test_tiny_lifecycle_on_two_nodes_with_an_s3_run_dir(cluster, s3_server, tmp_path):
     import s3fs
 
     address, env, node_ids = cluster
@@ -158,7 +168,7 @@ def test_tiny_lifecycle_on_two_nodes_with_an_s3_run_dir(cluster, s3_server):
     assert (r.stdout + r.stderr).count("skipped (done") == 6
 
     # The model reaches a serving node the way the RayService init container fetches it.
-    local = Path(env.get("TMPDIR", "/tmp")) / f"d2d-fetch-{os.getpid()}"
+    local = tmp_path / "sft"
     r = subprocess.run([sys.executable, "-m", "cluster.fetch", f"{run}/sft", str(local)], cwd=ROOT,
                        env={**env, **s3_server}, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
