@@ -6,8 +6,10 @@
 A recipe is YAML with an ordered `stages:` mapping; each key is a `d2d` stage and
 its value that stage's config fields (a `preset:` key picks a preset first).
 `{run_dir}` in a string value is replaced by the run directory. A stage that
-finished before (marker `RUN/.d2d/STAGE.json`, written only after success) is
-skipped unless `force`; so a second `make demo` goes straight to serving. A stage
+finished before (marker `RUN/.d2d/STAGE.json`, written only after success) with the
+same config (the marker's `config_hash`) is skipped unless `force`; so a second
+`make demo` goes straight to serving. A stage whose config changed reruns from
+scratch, and so does every stage after it (they consume its output). A stage
 interrupted mid-way resumes from its last checkpoint on the next run; `force` starts it over.
 """
 
@@ -115,17 +117,25 @@ def run(cfg: RunConfig) -> dict:
     run_dir = RunDir(cfg.run_dir)
     total = time.time()
     summary = {}
+    rerun_rest = False
     for i, (name, stage_cfg) in enumerate(configs.items(), 1):
         marker = f".d2d/{name}.json"
         head = f"[{i}/{len(configs)}] {name:<10}"
-        if run_dir.exists(marker) and not cfg.force:
-            done = run_dir.read_json(marker)
-            print(f"{head} skipped (done {done.get('finished', '?')}; --force reruns)", flush=True)
+        done = run_dir.read_json(marker) if run_dir.exists(marker) else None
+        changed = done is not None and done.get("config_hash") != _hash(stage_cfg)
+        if done is not None and not (cfg.force or changed or rerun_rest):
+            print(f"{head} skipped (done {done.get('finished', '?')}, same config; --force reruns)", flush=True)
             summary[name] = "skipped"
             continue
-        if cfg.force:
-            # A forced rerun starts over; without --force a stage killed mid-way resumes.
+        if changed:
+            print(f"{head} config changed since {done.get('finished', '?')}: rerunning it and every later stage",
+                  flush=True)
+        if cfg.force or done is not None:
+            # A forced, changed or downstream-of-a-rerun stage starts over: its checkpoints belong
+            # to old inputs. Without a marker (killed mid-way) they are kept and the stage resumes.
             clear_checkpoints(run_dir, name, stage_cfg)
+        # Every later stage reads this one's new output, so none of them may be skipped.
+        rerun_rest = True
         print(f"{head} running ...", flush=True)
         started = time.time()
         result = STAGES[name].load_run()(stage_cfg)

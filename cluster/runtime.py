@@ -79,11 +79,14 @@ def connect(
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = os.environ["RAY_ADDRESS"]
     kwargs: dict = dict(
-        runtime_env=runtime_env(),
         logging_level=log_level,
         log_to_driver=True,
         configure_logging=True,
     )
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        # A Ray job's driver already runs under the job's runtime_env (d2d submit sets the same
+        # variables there), and Ray refuses a second one that names the same keys.
+        kwargs["runtime_env"] = runtime_env()
     if address in (None, "", "local"):
         kwargs.update(
             address="local",

@@ -2,7 +2,7 @@
 
     d2d report --run-dir runs/demo
 
-Sections appear for the artifacts that exist: curation funnel (curated/stats.json),
+Sections appear for the artifacts that exist: curation funnel (curated/.stats.json),
 tokenizer and tokens (tokenizer/stats.json, tokens/manifest.json), each model folder's
 size, loss curves (metrics.jsonl) and evaluation (eval.json), guard evaluation
 (guard/eval.json), and stage times and config hashes (.d2d/*.json markers of `d2d run`).
@@ -181,9 +181,9 @@ def build_report(run_dir: str) -> str:
     md = [f"# Report card: {Path(run.root).name}", "",
           f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the files in `{run.root}`.", ""]
 
-    if run.exists("curated/stats.json"):
-        stats = run.read_json("curated/stats.json")
-        md += ["## Curation", "", "From `curated/stats.json`.", ""]
+    if run.exists("curated/.stats.json"):
+        stats = run.read_json("curated/.stats.json")
+        md += ["## Curation", "", "From `curated/.stats.json`.", ""]
         md += _funnel(stats, plots / "curation_funnel.png")
         md += [""] + _kv_table(stats.get("summary") or {k: v for k, v in stats.items() if not isinstance(v, (dict, list))})
         md += [""]

@@ -40,7 +40,7 @@ def test_real_warcs_with_presidio(ray_local, tmp_path, capsys):
     assert main(["curate", "--input", inputs, "--run-dir", str(run)]) == 0, capsys.readouterr().err
     rows = pq.read_table(sorted((run / "curated").glob("part-*.parquet"))).to_pylist()
     assert rows and all(r["lang"] == "en" for r in rows)
-    stages = json.loads((run / "curated" / "stats.json").read_text())["stages"]
+    stages = json.loads((run / "curated" / ".stats.json").read_text())["stages"]
     lang = stages["language"]["dropped"]
     assert lang.get("lang_zh", 0) > 0 and sum(v for k, v in lang.items() if k.startswith("lang_")) > 0
     assert stages["pii"]["mode"] == "presidio"
@@ -63,5 +63,5 @@ def test_broken_warcs_exit_zero_and_report_reasons(ray_local, tmp_path, capsys):
 
     run = tmp_path / "bad"
     assert main(["curate", "--input", str(shared("web/warcio")), "--run-dir", str(run), "--pii-mode", "regex"]) == 0
-    summary = json.loads((run / "curated" / "stats.json").read_text())["summary"]
+    summary = json.loads((run / "curated" / ".stats.json").read_text())["summary"]
     assert summary["bad_records"] and all(isinstance(v, int) and v > 0 for v in summary["bad_records"].values())

@@ -50,7 +50,7 @@ def test_curate_spreads_over_nodes_and_matches_single_node(no_shared_ray, tmp_pa
 
         def remove_a_node_after_first_commit():
             # Polls the commit markers (no guessed sleep), then takes a worker node away mid-run.
-            shards = multi_dir / "curated" / "_shards"
+            shards = multi_dir / "curated" / ".shards"
             while not done.is_set() and not (shards.exists() and any(shards.glob("shard-*.json"))):
                 done.wait(0.05)
             if not done.is_set():

@@ -42,7 +42,7 @@ def test_curate_demo_crawl(ray_local, run_dir):
         assert col in rows[0], col
     assert all(r["lang"] == "en" and r["lang_score"] >= cfg.lang_threshold for r in rows)
 
-    stats = json.loads((cur / "stats.json").read_text())["stages"]
+    stats = json.loads((cur / ".stats.json").read_text())["stages"]
     for name in ("read", "language", "exact_dedup", "near_dedup", "pii"):
         s = next(v for k, v in stats.items() if k.startswith(name))
         assert s["docs_in"] >= s["docs_out"] and isinstance(s["dropped"], dict), name

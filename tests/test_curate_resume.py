@@ -23,7 +23,7 @@ def _rows(run_dir) -> list[dict]:
 
 
 def _committed(run_dir) -> list:
-    d = run_dir / "curated" / "_shards"
+    d = run_dir / "curated" / ".shards"
     return [p for p in d.glob("shard-*.json")] if d.exists() else []
 
 
@@ -48,7 +48,7 @@ def test_killed_run_resumes_to_identical_output(ray_local, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group: driver and its embedded Ray
         proc.wait()
-    assert not (killed / "curated" / "manifest.json").exists()
+    assert not (killed / "curated" / ".manifest.json").exists()
     done_before = len(_committed(killed))
 
     resumed = run(build_config(CurateConfig, "tiny", {**common, "run_dir": str(killed)}))
@@ -57,5 +57,5 @@ def test_killed_run_resumes_to_identical_output(ray_local, tmp_path):
     fresh = run(build_config(CurateConfig, "tiny", {**common, "run_dir": str(fresh_dir)}))
     assert fresh["shards_run_now"] == 4
     assert _rows(killed) == _rows(fresh_dir) and len(_rows(fresh_dir)) > 0
-    stats = json.loads((killed / "curated" / "stats.json").read_text())["stages"]
-    assert stats["read"]["docs_in"] == json.loads((fresh_dir / "curated" / "stats.json").read_text())["stages"]["read"]["docs_in"]
+    stats = json.loads((killed / "curated" / ".stats.json").read_text())["stages"]
+    assert stats["read"]["docs_in"] == json.loads((fresh_dir / "curated" / ".stats.json").read_text())["stages"]["read"]["docs_in"]

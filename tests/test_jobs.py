@@ -4,9 +4,11 @@ submitted with `d2d submit --follow`, its status and artifact checked, the clust
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,7 +28,9 @@ def head(no_shared_ray, tmp_path_factory):
     env = {**os.environ, "PATH": path, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash, client = free_port(), free_port(), free_port()
-    temp = tmp_path_factory.mktemp("rayhead")
+    # Not under pytest's basetemp: concurrent pytest sessions prune old ones, and the job's
+    # working_dir lives in Ray's temp dir.
+    temp = tempfile.mkdtemp(prefix="d2d-jobs-", dir="/tmp")
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
@@ -51,6 +55,7 @@ def head(no_shared_ray, tmp_path_factory):
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def d2d(env, *args, timeout=240):

@@ -17,7 +17,7 @@ from pipeline.runfs import RunDir
 def _fake_run(root):
     """Artifacts as the stages write them (shapes only; the values are arbitrary)."""
     run = RunDir(root)
-    run.write_json("curated/stats.json", {"docs_in": 37, "docs_out": 11, "stages": {
+    run.write_json("curated/.stats.json", {"docs_in": 37, "docs_out": 11, "stages": {
         "language": {"docs_in": 30, "docs_out": 20, "dropped": {"lang_not_en": 10}},
         "quality": {"docs_in": 20, "docs_out": 11, "dropped": {"gopher_short_doc": 9}}}})
     run.write_json("tokens/manifest.json", {"vocab_size": 321, "seq_len": 64,

@@ -18,7 +18,7 @@ class CurateConfig:
     files_per_shard: int = 1
     """Input files per shard: the unit of work, commit and resume."""
     keep_rejects: bool = False
-    """Write dropped documents aside to RUN/curated/rejects/ with their reason."""
+    """Write dropped documents aside to RUN/curated/.rejects/ with their reason."""
     crawl: dict[str, Any] = field(default_factory=dict)
     """Crawler settings for a seeds-file input (`d2d crawl --help` fields), as JSON: e.g. `--set 'crawl={"max_pages": 500, "max_depth": 3}'`."""
     ray_remote_args: dict = field(default_factory=dict)

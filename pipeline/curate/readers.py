@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import sys
 import zlib
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ def demo_crawl(spec: str, run_dir: str) -> list[str]:
     if q:
         raise StageError(f"input {spec!r}: unknown parameters {sorted(q)} (pages, seed, per_file)")
     if "://" in run_dir and not run_dir.startswith("file://"):
-        raise StageError(f"input {spec!r} needs a local run_dir, got {run_dir!r}")
+        return _remote_demo_crawl(spec, run_dir, params)
     out = os.path.join(os.path.abspath(run_dir.removeprefix("file://")), "demo_crawl")
     marker = os.path.join(out, "params.json")
     if os.path.exists(marker):
@@ -68,6 +69,31 @@ def demo_crawl(spec: str, run_dir: str) -> list[str]:
     with open(tmp, "w") as f:
         json.dump({"params": params, "files": files}, f)
     os.replace(tmp, marker)  # written last: a half-written crawl is rewritten next time
+    return files
+
+
+def _remote_demo_crawl(spec: str, run_dir: str, params: dict) -> list[str]:
+    """The demo crawl for an object-store run dir: written locally, uploaded to RUN/demo_crawl/,
+    so that curation tasks on every node read the same files from the store."""
+    import tempfile
+
+    from pipeline.acquire.democrawl import write_demo_crawl
+    from pipeline.runfs import RunDir
+
+    rd = RunDir(run_dir)
+    if rd.exists("demo_crawl/params.json"):
+        done = rd.read_json("demo_crawl/params.json")
+        if done.get("params") == params and all(rd.fs.exists(rd._p(posixpath.relpath(f, rd.root)))
+                                                for f in done.get("files", [])):
+            return done["files"]
+    with tempfile.TemporaryDirectory(prefix="d2d-demo-") as tmp:
+        try:
+            local = write_demo_crawl(tmp, **params)
+        except ValueError as e:
+            raise StageError(f"input {spec!r}: {e}") from e
+        rd.upload_dir(tmp, "demo_crawl")
+    files = [rd.path("demo_crawl", os.path.relpath(f, tmp)) for f in local]
+    rd.write_json("demo_crawl/params.json", {"params": params, "files": files})  # last: the commit marker
     return files
 
 

@@ -5,10 +5,10 @@
 Phase 1, per shard (a few input files, one Ray task each): read -> URL filter ->
 extract -> language -> Gopher repetition -> Gopher quality -> C4 -> FineWeb ->
 content safety; each shard's survivors and stats are committed atomically under
-RUN/curated/_shards/ (the stats file is the commit marker), so a rerun skips them.
+RUN/curated/.shards/ (the stats file is the commit marker), so a rerun skips them.
 Phase 2, global: exact dedup, MinHash near-dedup, PII removal (Presidio actor
-pool), then RUN/curated/part-*.parquet sorted by document key, stats.json and
-manifest.json. Phase 2 reads only committed shards, so a killed-and-rerun run
+pool), then RUN/curated/part-*.parquet sorted by document key, .stats.json and
+.manifest.json. Phase 2 reads only committed shards, so a killed-and-rerun run
 writes the same bytes as an uninterrupted one.
 """
 
@@ -168,11 +168,11 @@ def _process_shards(batch: dict, cfg_dict: dict, root: str) -> dict:
         rejects: list | None = [] if cfg.keep_rejects else None
         kept, stats = filter_files(json.loads(files_json), cfg, rejects)
         rows = {f.name: [d.get(f.name) for d in kept] for f in SHARD_SCHEMA}
-        _write_table(rd, f"curated/_shards/{name}.parquet", pa.Table.from_pydict(rows, schema=SHARD_SCHEMA))
+        _write_table(rd, f"curated/.shards/{name}.parquet", pa.Table.from_pydict(rows, schema=SHARD_SCHEMA))
         if rejects is not None:
-            _write_table(rd, f"curated/rejects/{name}.parquet", pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
+            _write_table(rd, f"curated/.rejects/{name}.parquet", pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
         node = ray.get_runtime_context().get_node_id()
-        rd.write_json(f"curated/_shards/{name}.json", {"stats": plain_stats(stats), "node": node, "docs": len(kept)})
+        rd.write_json(f"curated/.shards/{name}.json", {"stats": plain_stats(stats), "node": node, "docs": len(kept)})
         names.append(name)
     return {"name": names}
 
@@ -192,7 +192,7 @@ def plan_shards(cfg: CurateConfig, files: list[str]) -> list[dict]:
 def run_phase1(cfg: CurateConfig, rd: RunDir, shards: list[dict]) -> list[str]:
     import ray
 
-    pending = [s for s in shards if not rd.exists(f"curated/_shards/{s['name']}.json")]
+    pending = [s for s in shards if not rd.exists(f"curated/.shards/{s['name']}.json")]
     if pending:
         # Ray tasks retry 3 times by default (a lost node included); named arguments
         # avoid Ray Data's deprecated **ray_remote_args path for the common keys.
@@ -237,7 +237,7 @@ def run_phase2(cfg: CurateConfig, rd: RunDir, shards: list[dict]) -> tuple[dict,
     from pipeline.curate.dedup import dedup
     from pipeline.curate.pii import PIIRedactor
 
-    paths = [rd.path(f"curated/_shards/{s['name']}.parquet") for s in shards]
+    paths = [rd.path(f"curated/.shards/{s['name']}.parquet") for s in shards]
     docs = ray.data.read_parquet(paths, override_num_blocks=max(2, cfg.shuffle_partitions)).materialize()
     stats: dict = {}
     rejected = []
@@ -281,7 +281,7 @@ def _write_output(cfg, rd: RunDir, docs, rejected) -> list[str]:
     if rejected:
         table = pa.concat_tables([pa.Table.from_pandas(r.select_columns(["id", "url", "text", "_drop"]).to_pandas(),
                                                        preserve_index=False) for r in rejected])
-        _write_table(rd, "curated/rejects/dedup.parquet", table.rename_columns(["id", "url", "text", "reason"]))
+        _write_table(rd, "curated/.rejects/dedup.parquet", table.rename_columns(["id", "url", "text", "reason"]))
     return written
 
 
@@ -294,15 +294,15 @@ def run(cfg: CurateConfig) -> dict:
                           cfg.crawl)
     shards = plan_shards(cfg, files)
     names = [s["name"] for s in shards]
-    done = rd.read_json("curated/manifest.json") if rd.exists("curated/manifest.json") else {}
+    done = rd.read_json("curated/.manifest.json") if rd.exists("curated/.manifest.json") else {}
     if done.get("shards") == names and done.get("complete"):
         return {"artifacts": rd.path("curated"), "skipped": "already complete", "docs_out": done.get("docs_out")}
-    rd.write_json("curated/_shards/manifest.json", {"shards": shards})
+    rd.write_json("curated/.shards/manifest.json", {"shards": shards})
     ran = run_phase1(cfg, rd, shards)
     stats: dict = {}
     nodes = Counter()
     for s in shards:
-        info = rd.read_json(f"curated/_shards/{s['name']}.json")
+        info = rd.read_json(f"curated/.shards/{s['name']}.json")
         merge_stats(stats, info["stats"])
         _merge_cpu(stats, info["stats"])
         nodes[info["node"]] += 1
@@ -314,6 +314,8 @@ def run(cfg: CurateConfig) -> dict:
     summary = {"files": len(files), "shards": len(shards), "shards_run_now": len(ran), "docs_read": read.get("docs_in", 0),
                "docs_out": docs_out, "bad_records": read.get("dropped", {}), "shard_nodes": len(nodes),
                "wall_s": round(time.time() - t0, 2)}
-    rd.write_json("curated/stats.json", {"summary": summary, "stages": stats})
-    rd.write_json("curated/manifest.json", {"shards": names, "files": written, "complete": True, "docs_out": docs_out})
+    # Dot-prefixed metadata and work folders: pandas, pyarrow, Ray Data and HF datasets skip them, so
+    # the folder reads as a parquet dataset as it is. `nodes`: shards per Ray node id.
+    rd.write_json("curated/.stats.json", {"summary": summary, "stages": stats, "nodes": dict(nodes)})
+    rd.write_json("curated/.manifest.json", {"shards": names, "files": written, "complete": True, "docs_out": docs_out})
     return {"artifacts": rd.path("curated"), **summary}

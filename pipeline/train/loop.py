@@ -227,6 +227,20 @@ class _Worker:
         torch.manual_seed(cfg.seed * 1000 + self.rank + 1)  # dropout differs per rank
         self.run = RunDir(config["out_dir"])
         self.step = self._restore()
+        self._record_nodes()
+
+    def _record_nodes(self) -> None:
+        """Rank 0 appends the Ray node id of every rank to events.jsonl (where the stage ran)."""
+        import ray
+        import torch.distributed as dist
+
+        node = ray.get_runtime_context().get_node_id()
+        nodes = [node] * self.world
+        if self.world > 1 and dist.is_initialized():
+            dist.all_gather_object(nodes, node)
+        if self.rank == 0:
+            self.run.append_jsonl("events.jsonl", {"event": "workers", "step": self.step, "nodes": nodes,
+                                                   "time": time.time()})
 
     def to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
