@@ -29,7 +29,7 @@ class ServeConfig:
     """Run directory: the audit log goes to RUN_DIR/serve/audit.jsonl unless `audit_log` says otherwise."""
     host: str = "127.0.0.1"
     """Address the Serve HTTP proxy binds; anything but loopback exposes the API (and then needs API keys or `allow_anonymous`)."""
-    allowed_hosts: list = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)
     """Host header names accepted besides localhost/127.0.0.1/::1 and `host` itself (DNS-rebinding defence); `*` = any."""
     allow_anonymous: bool = False
     """Start without API keys on a non-loopback `host` (refused otherwise: anyone on the network could use it)."""

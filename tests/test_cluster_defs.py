@@ -5,64 +5,16 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
-import typing
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.commands import check_command, d2d_commands
 
-from cluster.config import _coerce, build_config, config_fields
-from cluster.recipe import recipe_path
-from cluster.stages import STAGES
+from cluster.config import build_config
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
 FILES = sorted([*CLUSTER.glob("*.yaml"), *CLUSTER.glob("kuberay/*.yaml")])
-SUBMIT_FLAGS = {"--address", "--follow", "--job-id", "--working-dir", "--num-cpus", "--num-gpus"}
-
-
-def d2d_commands(text: str) -> list[list[str]]:
-    """Every `d2d ...` command line in a file, comments included (users copy those too)."""
-    cmds = []
-    for line in text.replace("\\\n", " ").splitlines():
-        for m in re.finditer(r"\bd2d\s+([a-z][^#\n\"`)]*)", line):
-            try:
-                cmds.append(shlex.split(m.group(1)))
-            except ValueError:
-                cmds.append(m.group(1).split())
-    return cmds
-
-
-def check_command(argv: list[str]) -> None:
-    if argv[0] == "submit":
-        argv = [a for i, a in enumerate(argv[1:]) if a not in SUBMIT_FLAGS and (i == 0 or argv[i] not in SUBMIT_FLAGS - {"--follow"})]
-    if argv[0] == "jobs":
-        return
-    stage = argv[0]
-    assert stage in STAGES, f"unknown stage {stage!r}"
-    cls = STAGES[stage].load_config_class()
-    fields = config_fields(cls)
-    overrides = {}
-    i = 1
-    while i < len(argv):
-        a = argv[i]
-        if a == "--set":
-            k, v = argv[i + 1].split("=", 1)
-            assert k in fields, f"{stage}: unknown key {k!r}"
-            overrides[k] = v
-            i += 2
-        elif a == "--config":
-            if STAGES[stage].config_field:
-                recipe_path(argv[i + 1])
-            i += 2
-        elif a.startswith("--"):
-            name = a[2:].replace("-", "_")
-            assert name in fields or name == "address", f"{stage}: unknown option {a}"
-            i += 1 if name in fields and "bool" in str(fields[name].type) else 2
-        else:
-            i += 1
-    hints = typing.get_type_hints(cls)
-    for k, v in overrides.items():
-        _coerce(k, hints[k], v)
 
 
 def test_all_cluster_definitions_exist():
@@ -193,10 +145,10 @@ def test_rayservice_mounts_or_fetches_every_path_its_serve_config_references():
         assert {m["name"] for m in fetch["volumeMounts"]} == {mounts["/models"]}
 
 
-def test_rayservice_autoscales_llm_and_guards():
+def test_rayservice_autoscales_llm_and_the_guarded_ingress():
     svc = yaml.safe_load((CLUSTER / "kuberay/rayservice.yaml").read_text())
     args = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]["args"]
-    assert {"LLM", "InputGuard", "OutputGuard"} <= set(args["autoscaling"])
+    assert {"LLM", "Ingress"} <= set(args["autoscaling"])
     assert all(a["max_replicas"] > a["min_replicas"] for a in args["autoscaling"].values())
 
 

@@ -1,5 +1,5 @@
-"""Serve autoscaling from config: `autoscaling` in the serve config gives the LLM and both guard
-deployments a Ray Serve `autoscaling_config`; a real concurrent load through the HTTP proxy
+"""Serve autoscaling from config: `autoscaling` in the serve config gives the LLM and the ingress
+(which runs the guard chains) a Ray Serve `autoscaling_config`; a real concurrent load through the HTTP proxy
 makes Serve's own autoscaler add replicas, and they go again after the load stops."""
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ import threading
 import time
 
 import httpx
-import pytest
 from conftest import free_port
 
-SCALED = ("LLM", "InputGuard", "OutputGuard")
+SCALED = ("LLM", "Ingress")
 POLICY = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5,
           "downscale_delay_s": 2, "metrics_interval_s": 0.5, "look_back_period_s": 1}
 
@@ -30,22 +29,17 @@ def wait_for(cond, timeout: float, what: str, app: str):
         time.sleep(0.5)
 
 
-def test_llm_and_guards_scale_up_under_load_and_back_down(ray_local, tmp_path):
+def test_llm_and_guarded_ingress_scale_up_under_load_and_back_down(ray_local, tmp_path):
     from ray import serve
 
     from serving.config import ServeConfig
     from serving.serve_cli import APP_NAME, start
     from serving.tiny_model import build_tiny_model
 
-    pytest.importorskip("guardrails.chain")
     cfg = ServeConfig(model=build_tiny_model(str(tmp_path / "m"), hidden=32, layers=1, context=256),
                       port=free_port(), run_dir=str(tmp_path / "run"), rate_limit_per_minute=0,
-                      default_max_tokens=24, guard_num_cpus=0.1, llm_num_cpus=0.1, ingress_num_cpus=0.1,
-                      dynamic_batching=False, autoscaling={
-                          # The input guard answers in milliseconds, so its mean queue under this
-                          # load stays below 1: a lower target is what makes it scale.
-                          "InputGuard": {**POLICY, "target_ongoing_requests": 0.1},
-                          "LLM": POLICY, "OutputGuard": POLICY})
+                      default_max_tokens=24, llm_num_cpus=0.1, ingress_num_cpus=0.1,
+                      dynamic_batching=False, autoscaling={"LLM": POLICY, "Ingress": POLICY})
     start(cfg)
     url = f"http://127.0.0.1:{cfg.port}/v1/chat/completions"
     try:
