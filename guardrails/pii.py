@@ -86,7 +86,9 @@ yet you your email mail call send contact text ask dear hey greetings last yeste
 tomorrow tonight since during recently sorry sure great good meet""".split())
 # A sentence ends at . ! ? followed by a space or the end ("$249.99" and "a@b.com" go on).
 SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]++(?=[^\s.!?]))+[.!?\n]*")
-LOWER_WORDS = re.compile(r"[a-z]{2,}\s+[a-z]{2,}")
+# Anchored at a word start and possessive: unanchored, a search restarted inside one long
+# lowercase run rescans the rest of it from every position (quadratic in the run).
+LOWER_WORDS = re.compile(r"(?<![a-z])[a-z]{2,}+\s++[a-z]{2}")
 CAPWORD = re.compile(r"\b[A-Z][a-zA-Z'\-]+")
 
 

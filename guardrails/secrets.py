@@ -36,7 +36,9 @@ PATTERNS: list[tuple[str, re.Pattern, int]] = [
     ("sendgrid_key", re.compile(r"\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}\b"), 0),
     ("azure_storage_key", re.compile(r"(?i)AccountKey=([A-Za-z0-9+/=]{60,})"), 1),
     ("jwt", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"), 0),
-    ("url_password", re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]+:([^\s@/]{3,})@[^\s/]+"), 1),
+    # The scheme is bounded: unbounded, it rescans a whole dotted run ("print.print....")
+    # from every word start in it (quadratic).
+    ("url_password", re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://[^\s:/@]+:([^\s@/]{3,})@[^\s/]+"), 1),
 ]
 ASSIGNMENT = re.compile(
     r"(?i)\b(?:api[_\-]?key|apikey|secret(?:[_\-]?key)?|access[_\-]?token|auth[_\-]?token|token|"
