@@ -178,4 +178,8 @@ def run_bench(out_dir: str, quick: bool) -> dict:
 
     if shared_data_root().exists():
         figures["detection"] = eval_suite(shared_data_root(), quick)
+    from guardrails.pii_eval import evaluate as pii_evaluate
+
+    # Held out: Faker sentences from templates and a seed never looked at while tuning (docs/pii.md).
+    figures["pii_heldout_faker"] = pii_evaluate(faker_n=300 if quick else 1500, seed=2, templates="heldout")
     return figures
