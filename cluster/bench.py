@@ -3,8 +3,8 @@
     d2d bench curate --run-dir bench
     d2d bench all --run-dir bench          # what `make bench` runs
 
-A benchmark is a function `run_bench(out_dir: str, quick: bool) -> dict` in its
-stage's package. The dict maps figure names to numbers (or nested dicts) and
+A benchmark is a function `run_bench(out_dir: str, quick: bool) -> dict`, one module per
+target in cluster/benchmarks/ (comparison-only dependencies come with the `bench` extra). The dict maps figure names to numbers (or nested dicts) and
 names its reference under "reference" and the ratio to it where there is one.
 Benchmarks are never timed tests: they print figures for the README.
 """
@@ -21,11 +21,12 @@ from cluster.stages import _load
 
 #: target -> "module:function"; each stage adds its own line.
 BENCHES: dict[str, str] = {
-    "curate": "pipeline.curate.bench:run_bench",
-    "tokenize": "pipeline.shards_bench:run_bench",
-    "pretrain": "pipeline.train.bench:run_bench",
-    "guard": "guardrails.bench:run_bench",
-    "serve": "serving.bench:run_bench",
+    "curate": "cluster.benchmarks.curate:run_bench",
+    "tokenize": "cluster.benchmarks.tokenize:run_bench",
+    "pretrain": "cluster.benchmarks.pretrain:run_bench",
+    "guard": "cluster.benchmarks.guard:run_bench",
+    "serve": "cluster.benchmarks.serve:run_bench",
+    "gpu": "cluster.benchmarks.gpu:run_bench",  # skips cleanly without CUDA
 }
 
 

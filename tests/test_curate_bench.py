@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import shared
 
-from pipeline.curate.bench import _overlap_prf
+from cluster.benchmarks.curate import _overlap_prf
 from pipeline.curate.extract_eval import evaluate, load_pages, prf, snippet_counts, split_of, table
 
 
@@ -50,10 +50,10 @@ def test_extraction_metric_on_dev_pages():
 
 def test_side_by_side_input_and_per_step_cpu_seconds(tmp_path):
     shared("web/extraction_dev")
+    from cluster.benchmarks.curate_datatrove import build_warcs
     from pipeline.curate.config import CurateConfig
     from pipeline.curate.readers import read_file
     from pipeline.curate.run import filter_files
-    from pipeline.curate.sidebyside import build_warcs
 
     files = build_warcs(str(tmp_path), limit=6)
     assert [f.rsplit("/", 1)[-1] for f in files] == ["dev-00.warc.gz", "dev-01.warc.gz", "warcfile.warc.gz"]

@@ -1,4 +1,4 @@
-"""Curation extraction (pipeline/curate/extract.py) scored against known main content (pipeline/curate/bench.py)."""
+"""Curation extraction (pipeline/curate/extract.py) scored against known main content (cluster/benchmarks/curate.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from cluster.benchmarks.curate import div_soup_page, word_prf
 from pipeline.acquire.democrawl import render_page
 from pipeline.acquire.demotext import english_article
-from pipeline.curate.bench import div_soup_page, word_prf
 from pipeline.curate.extract import extract_html
 
 

@@ -63,7 +63,7 @@ def test_partition_and_reduce_group_by_key(ray_local):
 
 
 def test_dedup_keeps_smallest_key_and_counts_clusters(ray_local):
-    from pipeline.curate.bench import planted_corpus
+    from cluster.benchmarks.curate import planted_corpus
     from pipeline.curate.config import CurateConfig
     from pipeline.curate.dedup import run_dedup_standalone
 

@@ -1,4 +1,4 @@
-"""`d2d bench gpu` (pipeline.train.gpu_check) on a machine without CUDA: a clean skip, the plan, the
+"""`d2d bench gpu` (cluster.benchmarks.gpu) on a machine without CUDA: a clean skip, the plan, the
 throughput measurement on the CPU. The GPU runs themselves need a CUDA machine."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.train import gpu_check
+from cluster.benchmarks import gpu as gpu_check
 
 
 def test_without_cuda_it_skips_at_once_saying_why(tmp_path):

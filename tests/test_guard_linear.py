@@ -1,5 +1,5 @@
 """Issue #18, linear time: structural checks that catch a quadratic regex without timing
-anything (the CPU-time figures are `guardrails.bench.scaling`, in docs/guardrails.md)."""
+anything (the CPU-time figures are `cluster.benchmarks.guard.scaling`, in docs/guardrails.md)."""
 
 import re
 import re._constants as sre_c

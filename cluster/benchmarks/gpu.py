@@ -1,6 +1,6 @@
 """`d2d bench gpu`: the GPU paths of training and serving, checked by one script in under 8 minutes.
 
-    python -m pipeline.train.gpu_check bench/gpu       # writes bench/gpu/gpu.json (`d2d bench gpu` once registered)
+    python -m cluster.benchmarks.gpu bench/gpu       # writes bench/gpu/gpu.json (`d2d bench gpu` once registered)
 
 On a CUDA machine, in order, each with a step budget (never a time budget):
 1. pretrain throughput of the `small` and `gpt2` presets, bf16 autocast + torch.compile, fused
@@ -10,7 +10,7 @@ On a CUDA machine, in order, each with a step budget (never a time budget):
 4. alignment on a tiny chat model, every model on the GPU: SFT, 20 GRPO steps with the
    reference actor (KL on), a 10-step reward model, 5 PPO steps whose reference and reward
    actors share the GPU: the device paths of the RL update, sampling and actors;
-5. the serving engine at concurrency 8 and 32 (`serving.bench.run_bench`, quick): tokens/s.
+5. the serving engine at concurrency 8 and 32 (`cluster.benchmarks.serve.run_bench`, quick): tokens/s.
 A check that fails records its error and the rest still run. Without CUDA it returns
 `{"skipped": ...}` at once, naming why.
 """
@@ -42,7 +42,7 @@ def pretrain_throughput(preset: str, steps: int, device: str = "cuda", compile: 
     """Bare-loop tokens/s (median after a quarter of warm-up steps) and MFU of one preset."""
     import numpy as np
 
-    from pipeline.train.bench import Windows, bare_tokens_per_s
+    from cluster.benchmarks.pretrain import Windows, bare_tokens_per_s
     from pipeline.train.loop import TrainConfig
     from pipeline.train.model import build_model, describe, llama_config, mfu, peak_flops
 
@@ -68,7 +68,7 @@ def _ray_fit(out: Path, name: str, steps: int, workers: int, strategy: str) -> d
 
     import numpy as np
 
-    from pipeline.train.bench import Windows
+    from cluster.benchmarks.pretrain import Windows
     from pipeline.train.loop import TrainConfig, fit
     from pipeline.train.model import build_model, llama_config
 
@@ -151,7 +151,7 @@ def run_bench(out_dir: str, quick: bool = False) -> dict:
 
 
 def _serve(out: Path) -> dict:
-    from serving.bench import run_bench as serve_bench
+    from cluster.benchmarks.serve import run_bench as serve_bench
 
     return serve_bench(str(out / "serve"), quick=True)
 

@@ -244,7 +244,7 @@ def pii_figures(quick: bool) -> dict:
 
 def end_to_end(quick: bool) -> dict:
     """`d2d curate` (defaults, NER PII on) vs datatrove's FineWeb chain on the same WARCs in one run
-    (pipeline.curate.sidebyside), when datatrove (the bench extra) and the dev pages are there."""
+    (cluster.benchmarks.curate_datatrove), when datatrove (the bench extra) and the dev pages are there."""
     import importlib.util
 
     from pipeline.curate import extract_eval, sidebyside

@@ -1,6 +1,6 @@
 """`d2d curate` and datatrove 0.10.1's FineWeb chain on the same WARCs, same run, both on all cores.
 
-    .venv/bin/python -m pipeline.curate.sidebyside            # needs the bench extra (datatrove)
+    .venv/bin/python -m cluster.benchmarks.curate_datatrove            # needs the bench extra (datatrove)
 
 The input: the extraction dev pages (../shared/data/web/extraction_dev, real pages of trafilatura's benchmark)
 written as WARC response records into two shards with warcio (with a WARC-Identified-Payload-Type header as
@@ -129,7 +129,7 @@ def run_datatrove(files: list[str], workers: int) -> dict:
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "pipeline.curate.sidebyside", "--datatrove", str(workers), *files]
+    cmd = [sys.executable, "-m", "cluster.benchmarks.curate_datatrove", "--datatrove", str(workers), *files]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
