@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 from conftest import shared
-from test_acquire_server import FixtureServer, Route
+from helpers.http_server import FixtureServer, Route
 
 from pipeline.acquire.commoncrawl import parse_cc_uri, resolve_cc, select_paths
 from pipeline.acquire.fetch import open_remote

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_acquire_server import FixtureServer, Route
+from helpers.http_server import FixtureServer, Route
 
 from pipeline.acquire.crawler import CrawlConfig, crawl_seeds, run
 from pipeline.acquire.politeness import Robots

@@ -7,7 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from test_acquire_server import FixtureServer, Route
+from helpers.http_server import FixtureServer, Route
 
 from pipeline.acquire.democrawl import generate_pages, write_demo_crawl
 

@@ -12,7 +12,7 @@ import tracemalloc
 import zlib
 
 import pytest
-from test_acquire_server import FixtureServer, Route
+from helpers.http_server import FixtureServer, Route
 
 from pipeline.acquire.bounded import DecodedTooLarge, decode_body
 from pipeline.acquire.crawler import CrawlConfig, run

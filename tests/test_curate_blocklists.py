@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import shared
-from test_acquire_server import FixtureServer, Route
+from helpers.http_server import FixtureServer, Route
 
 from pipeline.curate.blocklists import fetch_cached, load_domains
 from pipeline.curate.config import CurateConfig
