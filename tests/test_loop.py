@@ -83,11 +83,9 @@ def test_two_workers_learn_and_rerun_resumes(ray_local, tiny_run):
     assert rows2[40]["loss"] < 0.6 * rows[0]["loss"]  # continues the curve: no jump back up
 
 
-def test_worker_failure_resumes_from_last_checkpoint(ray_local, tiny_run, monkeypatch):
-    monkeypatch.setenv("D2D_FAIL_AT_STEP", "13")
-    monkeypatch.setenv("D2D_FAIL_RANK", "1")
+def test_worker_failure_resumes_from_last_checkpoint(ray_local, tiny_run):
     cfg = TrainConfig(num_workers=2, max_steps=16, batch_size=4, checkpoint_every=5, eval_every=0,
-                      report_every=5, max_failures=1)
+                      report_every=5, max_failures=1, fail_at_step=13, fail_rank=1)
     _fit(cfg, tiny_run, "faulty")
     assert [r["step"] for r in _rows(tiny_run / "faulty")] == list(range(1, 17))
     events = [json.loads(x) for x in (tiny_run / "faulty/events.jsonl").read_text().splitlines()]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, free_port, make_bucket
+from helpers.runs import failing_tiny_recipe
 
 pytestmark = [
     pytest.mark.multinode,
@@ -71,7 +72,7 @@ def _alive_nodes(address: str) -> list[str]:
 def cluster(no_shared_ray, s3_server):
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, **s3_server, "PATH": path, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "D2D_PROGRESS": "0", "D2D_FAIL_AT_STEP": str(FAIL_AT), "D2D_FAIL_RANK": "1"}
+           "D2D_PROGRESS": "0"}
     env.pop("RAY_ADDRESS", None)
     env.pop("PYTHONPATH", None)  # the job imports this checkout from its working_dir
     # Not under pytest's basetemp: concurrent pytest sessions prune old basetemps, and the job's
@@ -117,7 +118,7 @@ def cluster(no_shared_ray, s3_server):
             time.sleep(0.5)
         else:
             pytest.fail("the two-node cluster did not come up in 400 s")
-        client_env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "D2D_FAIL"))}
+        client_env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
         yield address, client_env, nodes
     finally:
         for p in reversed(procs):
@@ -135,7 +136,8 @@ def test_tiny_lifecycle_on_two_nodes_with_an_s3_run_dir(cluster, s3_server, tmp_
 
     address, env, node_ids = cluster
     run = make_bucket(s3_server, "d2d-runs") + "/tiny"
-    r = d2d(env, "submit", "run", "--config", "tiny", "--run-dir", run, "--address", address,
+    recipe = failing_tiny_recipe(tmp_path / "tiny-failing.yaml")  # pretraining loses rank 1 at FAIL_AT
+    r = d2d(env, "submit", "run", "--config", recipe, "--run-dir", run, "--address", address,
             "--follow", "--job-id", "d2d-tiny")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -182,7 +184,7 @@ def test_tiny_lifecycle_on_two_nodes_with_an_s3_run_dir(cluster, s3_server, tmp_
     assert len(df) == read_json("curated/.manifest.json")["docs_out"] > 0
 
     # Submitting the same recipe again skips every stage (same config hashes).
-    r = d2d(env, "submit", "run", "--config", "tiny", "--run-dir", run, "--address", address,
+    r = d2d(env, "submit", "run", "--config", recipe, "--run-dir", run, "--address", address,
             "--follow", "--job-id", "d2d-tiny-again")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert (r.stdout + r.stderr).count("skipped (done") == 6

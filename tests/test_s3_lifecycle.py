@@ -15,18 +15,19 @@ import sys
 
 import pytest
 from conftest import ROOT, make_bucket
+from helpers.runs import failing_tiny_recipe
 
 pytestmark = pytest.mark.multinode  # its own embedded Ray, in a subprocess
 
 
-def test_tiny_lifecycle_on_s3_resumes_from_its_checkpoint_on_the_store(no_shared_ray, s3_server):
+def test_tiny_lifecycle_on_s3_resumes_from_its_checkpoint_on_the_store(no_shared_ray, s3_server, tmp_path):
     import s3fs
 
     run = make_bucket(s3_server, "d2d-lifecycle") + "/tiny"
-    env = {**os.environ, **s3_server, "RAY_AUTH_MODE": "disabled", "D2D_PROGRESS": "0",
-           "D2D_FAIL_AT_STEP": "15", "D2D_FAIL_RANK": "1"}
+    env = {**os.environ, **s3_server, "RAY_AUTH_MODE": "disabled", "D2D_PROGRESS": "0"}
     env.pop("RAY_ADDRESS", None)
-    r = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--config", "tiny", "--run-dir", run,
+    recipe = failing_tiny_recipe(tmp_path / "tiny-failing.yaml")
+    r = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--config", recipe, "--run-dir", run,
                         "--set", "ray_num_cpus=2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]

@@ -120,11 +120,8 @@ def dpo_step(ctx, step: int) -> dict:
     rc = torch.tensor([r["ref_chosen"] for r in rows])
     rr = torch.tensor([r["ref_rejected"] for r in rows])
     loss, stats = pair_metrics(pc, pr, rc, rr, cfg.beta, cfg.label_smoothing)
-    ctx.opt.zero_grad(set_to_none=True)
     loss.backward()
-    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip or float("inf")))
-    ctx.opt.step()
-    ctx.sched.step()
+    stats["grad_norm"] = ctx.optimizer_step()
     stats["lr"] = ctx.sched.get_last_lr()[0]
     if ctx.rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps):
         stats.update({f"heldout_{k}": v for k, v in evaluate_pairs(ctx.policy, ctx.heldout, cfg, ctx.tok.pad_token_id).items()})
@@ -195,7 +192,7 @@ def run(cfg: DPOConfig) -> dict:
 
     from pipeline.runfs import RunDir
     from pipeline.tokenizer import load_tokenizer
-    from pipeline.train.rl import Reference, arithmetic_defaults, fit_rl
+    from pipeline.train.rl import Reference, arithmetic_defaults, run_learners
     from pipeline.train.rollout import spawn
 
     arithmetic_defaults(cfg, cfg.init_dir())  # fails early, naming the missing model folder
@@ -206,7 +203,7 @@ def run(cfg: DPOConfig) -> dict:
     heldout = with_reference(ref, heldout, tok.pad_token_id)
     ray.kill(ref)
     # Reference log-probs were computed above, once; the learners need no reference actor.
-    out = fit_rl(cfg, dpo_step, {"train": train, "heldout": heldout}, reference=False,
+    out = run_learners(cfg, dpo_step, {"train": train, "heldout": heldout}, reference=False,
                  panels=[("loss", "heldout_loss"), ("reward_accuracy", "heldout_reward_accuracy"),
                          ("reward_margin", "heldout_reward_margin"), ("chosen_logp", "rejected_logp")])
     row = RunDir(cfg.run_dir).read_jsonl(f"{cfg.out}/metrics.jsonl")[-1]

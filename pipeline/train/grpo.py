@@ -159,7 +159,7 @@ def run(cfg: GRPOConfig) -> dict:
     import ray
 
     from pipeline.runfs import RunDir
-    from pipeline.train.rl import arithmetic_defaults, fit_rl
+    from pipeline.train.rl import arithmetic_defaults, run_learners
 
     init = cfg.init_dir()
     arith, system = arithmetic_defaults(cfg, init)
@@ -170,7 +170,7 @@ def run(cfg: GRPOConfig) -> dict:
     chain = {p: ray.get(acc.remote(p, problems, system, cfg.max_new_tokens, int(cfg.cpus_per_worker)))
              for p in [*earlier, init] if RunDir(p).exists("config.json")}
     before = chain[init]
-    out = fit_rl(cfg, grpo_step, {"source": ProblemSource(cfg, arith), "system": system},
+    out = run_learners(cfg, grpo_step, {"source": ProblemSource(cfg, arith), "system": system},
                  panels=[("reward", "accuracy"), ("entropy", "response_length"), ("clip_frac", "approx_kl")])
     after = ray.get(acc.remote(out, problems, system, cfg.max_new_tokens, int(cfg.cpus_per_worker)))
     chain[out] = after

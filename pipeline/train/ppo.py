@@ -177,7 +177,7 @@ def run(cfg: PPOConfig) -> dict:
     from pipeline.runfs import RunDir
     from pipeline.tokenizer import load_tokenizer
     from pipeline.train.rewardmodel import RewardScorer
-    from pipeline.train.rl import arithmetic_defaults, fit_rl
+    from pipeline.train.rl import arithmetic_defaults, run_learners
     from pipeline.train.rollout import spawn
 
     rm = cfg.reward_model or RunDir(cfg.run_dir).path("reward")
@@ -188,7 +188,7 @@ def run(cfg: PPOConfig) -> dict:
     if system:
         prompts = [[{"role": "system", "content": system}, *p] for p in prompts]
     reward = spawn(RewardScorer, rm, num_cpus=cfg.reward_num_cpus, num_gpus=cfg.reward_num_gpus)
-    out = fit_rl(cfg, ppo_step, {"prompts": prompts}, model_fn=policy_value_model,
+    out = run_learners(cfg, ppo_step, {"prompts": prompts}, model_fn=policy_value_model,
                  actors={"reward": reward}, reference=True,
                  panels=[("reward", "kl"), ("beta",), ("entropy", "response_length"), ("clip_frac", "value_loss")])
     rows = RunDir(cfg.run_dir).read_jsonl(f"{cfg.out}/metrics.jsonl")

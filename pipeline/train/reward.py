@@ -17,8 +17,6 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from pipeline.runfs import fsspec_exists
 from pipeline.train.datasets import HH_PAIRS
 from pipeline.train.rewardmodel import (
@@ -83,12 +81,8 @@ def reward_step(ctx, step: int) -> dict:
     ctx.model.train()
     batch = {"chosen": [r["chosen"] for r in rows], "rejected": [r["rejected"] for r in rows]}
     loss, stats = pair_batch_loss(ctx.model, batch, ctx.tok.pad_token_id)
-    ctx.opt.zero_grad(set_to_none=True)
     loss.backward()
-    stats.update(loss=loss.item(), lr=ctx.sched.get_last_lr()[0],
-                 grad_norm=float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip or float("inf"))))
-    ctx.opt.step()
-    ctx.sched.step()
+    stats.update(loss=loss.item(), lr=ctx.sched.get_last_lr()[0], grad_norm=ctx.optimizer_step())
     if ctx.rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps):
         ev = pairwise_accuracy(ctx.policy, ctx.heldout, ctx.tok.pad_token_id)
         stats.update({f"heldout_{k}": v for k, v in ev.items() if k != "pairs"})
@@ -121,7 +115,7 @@ def run(cfg: RewardConfig) -> dict:
     from pipeline.runfs import RunDir, local_path
     from pipeline.tokenizer import load_tokenizer
     from pipeline.train.rewardmodel import reward_model
-    from pipeline.train.rl import fit_rl
+    from pipeline.train.rl import run_learners
 
     if cfg.action == "score":
         return _score(cfg)
@@ -136,7 +130,7 @@ def run(cfg: RewardConfig) -> dict:
         raise StageError(f"{len(data.pairs)} usable pairs give an empty train or held-out split")
     enc = lambda ps: [{"chosen": encode_reply(tok, p.prompt, p.chosen, cfg.max_len),  # noqa: E731
                        "rejected": encode_reply(tok, p.prompt, p.rejected, cfg.max_len)} for p in ps]
-    out = fit_rl(cfg, reward_step,
+    out = run_learners(cfg, reward_step,
                  {"train": enc(train), "heldout": enc(heldout)[: cfg.eval_n]}, model_fn=reward_model, reference=False, chat_model=False,
                  panels=[("loss", "heldout_loss"), ("accuracy", "heldout_accuracy"), ("margin", "heldout_margin")])
     run_dir = RunDir(cfg.run_dir)

@@ -45,7 +45,7 @@ def init_reward_model(backbone: str, pad_id: int):
 
 
 def reward_model(init: str, tok):
-    """`fit_rl`'s model_fn for `d2d reward`: INIT's backbone with a fresh scalar head."""
+    """`run_learners`'s model_fn for `d2d reward`: INIT's backbone with a fresh scalar head."""
     return init_reward_model(init, tok.pad_token_id)
 
 

@@ -1,29 +1,24 @@
-"""Online RL on Ray Train, shared by PPO and GRPO: config fields, learner loop, clipped update.
+"""Learner stages on the training loop (reward, DPO, PPO, GRPO): config fields, learner setup, clipped update.
 
-    d2d grpo --config tiny --run-dir runs/demo      # or d2d ppo: both run `fit_rl`
+    d2d grpo --config tiny --run-dir runs/demo      # or d2d ppo, dpo, reward: all run `run_learners`
 
-A learner is a Ray Train worker holding the policy (plus a value head for PPO). Each
-step it samples rollouts from its own copy with the KV cache, asks the frozen
-reference (and reward) actors for what it needs, and takes clipped-surrogate
-minibatch steps; DDP keeps the workers' copies equal, so no weight broadcast to a
-separate sampler is needed. Checkpoints (weights, optimizer, step, stage state) go
-to Ray Train storage every `checkpoint_every` steps; re-running the same command or
-a worker failure within `max_failures` resumes from the last one (noted in
-RUN/out/events.jsonl). Rank 0 appends `metrics.jsonl`, then saves the policy as an HF
-folder; the driver adds PNG plots of the metrics.
+A learner is a worker of the one training loop (`pipeline.train.loop.fit`) holding the
+policy (plus a value head for PPO, or a reward model). Each step (the stage's `step_fn`)
+samples rollouts from its own copy with the KV cache, asks the frozen reference (and
+reward) actors for what it needs, and takes clipped-surrogate minibatch steps; DDP keeps
+the workers' copies equal, so no weight broadcast to a separate sampler is needed.
+Checkpoints, resume, metrics rows, fault injection and the step budget are the loop's.
+Rank 0 saves the policy as an HF folder; the driver adds PNG plots of the metrics.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Literal
 
 import torch
 
+from pipeline.train.loop import TrainConfig, optimizer_step
 from pipeline.train.losses import (
     entropy_from_logits,
     kl_estimate,
@@ -35,8 +30,8 @@ from pipeline.train.rollout import ReferenceModel, Rollout, sample
 
 
 @dataclass(kw_only=True)
-class LearnerCommon:
-    """Fields every learner stage on this loop shares (PPO, GRPO, DPO)."""
+class LearnerCommon(TrainConfig):
+    """The training loop's fields with learner defaults, plus where the policy comes from (reward, DPO, PPO, GRPO)."""
 
     run_dir: str = "runs/default"
     """Run directory (local path or fsspec URI such as s3://bucket/runs/x); the policy comes from RUN/sft unless `init` is set."""
@@ -44,44 +39,20 @@ class LearnerCommon:
     """Policy (and reference) model folder, path or URI; empty: RUN/sft."""
     max_steps: int = 200
     """Optimizer steps (RL: one rollout batch each)."""
-    time_limit_s: float = 0.0
-    """Opt-in safety stop after this many seconds of training (0, the default and every preset's: none).
-    Results then depend on machine speed; budgets are `max_steps`."""
     lr: float = 1e-5
     """AdamW learning rate (constant after a short warmup)."""
+    schedule: Literal["cosine", "constant"] = "constant"
+    """After warmup: constant (learners' default) or cosine decay to lr * min_lr_ratio."""
     warmup_steps: int = 5
-    """Linear warmup steps."""
+    """Linear warmup (scheduler steps: RL takes one per minibatch)."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this (0: no clipping; the norm is still logged)."""
-    seed: int = 0
-    """Seed for sampling and data order."""
+    """AdamW weight decay on matrices."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
     num_workers: int = 1
     """Ray Train learner workers (DDP)."""
-    cpus_per_worker: float = 1.0
-    """CPUs per learner (also its torch threads)."""
-    use_gpu: bool | Literal["auto"] = False
-    """true: one GPU per learner, always requested from Ray; auto: GPUs if the cluster has some now, else CPU (said in the log)."""
     checkpoint_every: int = 20
-    """Steps between checkpoints (and Ray Train reports)."""
-    max_failures: int = 1
-    """Ray Train FailureConfig: learner-group restarts from the last checkpoint before giving up."""
-    fail_at_step: int | None = None
-    """Fault injection for resume tests: a learner raises at this step unless it was restored from a checkpoint."""
-
-    def __post_init__(self):
-        for name in ("max_steps", "num_workers", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
-        if self.cpus_per_worker <= 0:
-            raise ValueError(f"cpus_per_worker: must be > 0, got {self.cpus_per_worker}")
-        if self.max_failures < 0:
-            raise ValueError(f"max_failures: must be >= 0, got {self.max_failures}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip: must be >= 0, got {self.grad_clip}")
+    """Steps between checkpoints (one more is always written at the end)."""
 
     def init_dir(self) -> str:
         from pipeline.runfs import RunDir
@@ -227,11 +198,8 @@ def rl_update(ctx, ro: Rollout, advantages: torch.Tensor, *, ref_logp: torch.Ten
                 vl = value_loss(values, old_values[idx][:, :cols], returns[idx][:, :cols], m, value_clip)
                 loss = loss + vf_coef * vl
                 stats["value_loss"] = vl.item()
-            ctx.opt.zero_grad(set_to_none=True)
             loss.backward()
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip or float("inf")))
-            ctx.opt.step()
-            ctx.sched.step()
+            stats["grad_norm"] = optimizer_step(ctx.model, ctx.opt, ctx.sched, cfg.grad_clip)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -258,130 +226,45 @@ class Reference(ReferenceModel):
         return out.cpu()
 
 
-# ---------------------------------------------------------------- the learner (a Ray Train worker)
+# ---------------------------------------------------------------- the learner (a worker of the training loop)
 
 
-def _setup(config: dict):
-    import ray.train
+def learner_model(build, init: str):
+    """The loop's `model_fn`: `build(local INIT, tokenizer)` (`policy_model`, `policy_value_model`, ...)."""
+    from pipeline.runfs import local_path
+    from pipeline.tokenizer import load_tokenizer
+
+    local = local_path(init)
+    return build(local, load_tokenizer(local))
+
+
+def learner_setup(ctx) -> None:
+    """The loop's `setup`: tokenizer, policy, sampler and reference log-probs on each learner."""
+    import ray
 
     from pipeline.runfs import local_path
     from pipeline.tokenizer import load_tokenizer, stop_token_ids
 
-    cfg = config["cfg"]
-    ctx_ = ray.train.get_context()
-    rank, world = ctx_.get_world_rank(), ctx_.get_world_size()
-    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    torch.manual_seed(cfg.seed + rank)
-    device = torch.device("cuda" if config.get("gpu") and torch.cuda.is_available() else "cpu")
-    init = local_path(cfg.init_dir())
-    tok = load_tokenizer(init)
-    policy = config["model_fn"](init, tok).to(device)
-    model = policy
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + rank)  # sampling draws on the model's device
+    cfg = ctx.cfg
+    ctx.tok = tok = load_tokenizer(local_path(cfg.init_dir()))
+    ctx.policy = ctx.module
 
     def sample_fn(prompt_ids: list[list[int]]) -> Rollout:
-        return sample(policy.lm, prompt_ids, max_new_tokens=cfg.max_new_tokens, eos_ids=stop_token_ids(tok),
-                      pad_id=tok.pad_token_id, temperature=cfg.temperature, generator=gen)
-
-
-    ctx = SimpleNamespace(cfg=cfg, rank=rank, world=world, device=device, tok=tok, policy=policy, model=model,
-                          opt=opt, sched=sched, gen=gen, sample=sample_fn, step=0, state={},
-                          **config.get("extras", {}))
+        return sample(ctx.policy.lm, prompt_ids, max_new_tokens=cfg.max_new_tokens, eos_ids=stop_token_ids(tok),
+                      pad_id=tok.pad_token_id, temperature=cfg.temperature, generator=ctx.gen)
 
     def ref_logprobs(ro: Rollout) -> torch.Tensor:
         return ray.get(ctx.ref.logprobs.remote(ro.input_ids, ro.attention_mask, ro.prompt_len, cfg.temperature))
 
-    ctx.ref_logprobs = ref_logprobs
-    return ctx
+    ctx.sample, ctx.ref_logprobs = sample_fn, ref_logprobs
 
 
-def _save_checkpoint(ctx, step: int, metrics: dict) -> None:
-    import ray.train
+def save_learner(model, *, init: str, out: str) -> None:
+    """The loop's `finalize` (rank 0): the policy's LM (or the reward model) with INIT's tokenizer."""
+    from pipeline.runfs import local_path
+    from pipeline.tokenizer import load_tokenizer
 
-    with tempfile.TemporaryDirectory() as d:
-        if ctx.rank == 0:
-            torch.save({"model": ctx.policy.state_dict(), "opt": ctx.opt.state_dict(),
-                        "sched": ctx.sched.state_dict(), "gen": ctx.gen.get_state(),
-                        "step": step, "state": ctx.state}, os.path.join(d, "rl.pt"))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
-
-
-def _restore(ctx) -> int:
-    import ray.train
-
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        return 0
-    with ckpt.as_directory() as d:
-        blob = torch.load(os.path.join(d, "rl.pt"), map_location="cpu", weights_only=False)  # generator states stay CPU bytes
-    ctx.policy.load_state_dict(blob["model"])
-    ctx.opt.load_state_dict(blob["opt"])
-    ctx.sched.load_state_dict(blob["sched"])
-    ctx.gen.set_state(blob["gen"])
-    ctx.state.update(blob["state"])
-    return blob["step"]
-
-
-def _stop_now(ctx, started: float) -> bool:
-    """Whether the time budget is spent; every learner takes rank 0's answer so they stop together."""
-    flag = torch.tensor([float(ctx.cfg.time_limit_s > 0 and time.time() - started > ctx.cfg.time_limit_s)])
-    if ctx.world > 1:
-        torch.distributed.broadcast(flag, 0)
-    return bool(flag.item())
-
-
-#: Metrics shown on the progress line, when a stage reports them.
-PROGRESS_KEYS = ("loss", "reward", "accuracy", "kl", "heldout_accuracy")
-
-
-def train_loop(config: dict) -> None:
-    """Ray Train entry: restore, then RL steps with sparse reports and checkpoints, then save."""
-    from pipeline.runfs import RunDir
-    from pipeline.train.progress import Progress
-
-    cfg = config["cfg"]
-    step_fn = config["step_fn"]
-    ctx = _setup(config)
-    restored = _restore(ctx)
-    run, rel = RunDir(cfg.run_dir), f"{cfg.out}/metrics.jsonl"
-    if ctx.rank == 0:
-        _truncate_metrics(run, rel, restored)
-        if restored:
-            run.append_jsonl(f"{cfg.out}/events.jsonl", {"event": "resumed", "step": restored, "time": time.time()})
-    started = time.time()
-    step = restored
-    progress = Progress(cfg.out, cfg.max_steps, restored, live=config.get("progress_live", False))
-    for step in range(restored, cfg.max_steps):
-        if cfg.fail_at_step == step and restored == 0:
-            raise RuntimeError(f"fault injection: learner fails at step {step} (fail_at_step)")
-        ctx.step = step
-        t0 = time.time()
-        stats = step_fn(ctx, step)
-        row = {"step": step + 1, **{k: round(v, 6) for k, v in stats.items()}, "step_s": round(time.time() - t0, 3)}
-        if ctx.rank == 0:
-            run.append_jsonl(rel, row)
-            progress.update(step + 1, {k: row[k] for k in PROGRESS_KEYS if k in row})
-        stop = _stop_now(ctx, started)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps or stop:
-            _save_checkpoint(ctx, step + 1, row)
-        if stop:
-            break
-    if ctx.rank == 0:
-        save_policy(getattr(ctx.policy, "lm", ctx.policy), ctx.tok, cfg.out_dir())
-
-
-def _truncate_metrics(run, rel: str, restored: int) -> None:
-    """A resumed run replays the steps after its checkpoint: drop their old rows first."""
-    if run.exists(rel):
-        run.write_jsonl(rel, [r for r in run.read_jsonl(rel) if r.get("step", 0) <= restored])
+    save_policy(getattr(model, "lm", model), load_tokenizer(local_path(init)), out)
 
 
 def save_policy(lm, tok, out: str) -> None:
@@ -413,42 +296,35 @@ def policy_value_model(init: str, tok) -> PolicyValue:
     return PolicyValue(AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32), with_value=True)
 
 
-def fit_rl(cfg, step_fn, extras: dict, *, model_fn=policy_model, actors: dict | None = None,
-           reference: bool | None = None, panels: list[tuple[str, ...]] = (), chat_model: bool = True) -> str:
-    """Start the reference actor (default: when kl_coef > 0), run the learners on Ray Train; returns RUN/out.
+def run_learners(cfg, step_fn, extras: dict, *, model_fn=policy_model, actors: dict | None = None,
+                 reference: bool | None = None, panels: list[tuple[str, ...]] = (), chat_model: bool = True) -> str:
+    """Start the reference actor (default: when kl_coef > 0), train on the loop, stop the actors; returns RUN/out.
 
     `step_fn(ctx, step) -> stats` is one training step (a top-level function, so it pickles);
     `model_fn(init_dir, tokenizer) -> nn.Module` builds what each learner trains from a local
     copy of INIT (`policy_model`, `policy_value_model`, `rewardmodel.reward_model`). A chat
     model (`chat_model`) carries INIT's chat defaults and becomes RUN/.d2d/serve_model.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
+    from functools import partial
+
+    import ray
 
     from pipeline.runfs import RunDir
-    from pipeline.train.loop import resolve_gpu
-    from pipeline.train.progress import live_default
+    from pipeline.train.loop import fit
     from pipeline.train.rollout import spawn
 
-    gpu = resolve_gpu(cfg.use_gpu, cfg.out)
     actors = dict(actors or {})
     if reference if reference is not None else getattr(cfg, "kl_coef", 0) > 0:
         actors["ref"] = spawn(Reference, cfg.init_dir(), num_cpus=cfg.ref_num_cpus, num_gpus=cfg.ref_num_gpus)
-    out = RunDir(cfg.run_dir).makedirs(cfg.out)
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"cfg": cfg, "step_fn": step_fn, "progress_live": live_default(), "model_fn": model_fn, "gpu": gpu,
-                           "extras": {**extras, **actors}},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=gpu,
-                                               resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=f"{cfg.out}-train", **RunDir(cfg.run_dir).ray_storage(".ray_train"),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
-    )
-    trainer.fit()
-    for a in actors.values():
-        ray.kill(a)
+    out = cfg.out_dir()
+    try:
+        fit(cfg, model_fn=partial(learner_model, model_fn, cfg.init_dir()), step_fn=step_fn,
+            extras={**extras, **actors}, setup=learner_setup,
+            finalize=partial(save_learner, init=cfg.init_dir(), out=out), out_dir=out,
+            storage_path=RunDir(cfg.run_dir).path(".ray_train"), name=f"{cfg.out}-train", label=cfg.out)
+    finally:
+        for a in actors.values():
+            ray.kill(a)
     plot_metrics(cfg, list(panels))
     if chat_model:
         from pipeline.train.model import carry_chat_defaults, mark_servable

@@ -34,3 +34,13 @@ def write_tiny_run(run_dir: Path, seq_len: int = SEQ_LEN, docs: int = 600) -> di
                 "pad_id": tok.convert_tokens_to_ids(PAD), "splits": splits, "tokenizer": run.path("tokenizer")}
     run.write_json("tokens/manifest.json", manifest)
     return manifest
+
+
+def failing_tiny_recipe(path) -> str:
+    """The tiny recipe whose pretraining loses rank 1 at step 15 (checkpoints every 10)."""
+    import yaml
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "cluster/recipes/tiny.yaml").read_text())
+    recipe["stages"]["pretrain"].update(fail_at_step=15, fail_rank=1)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return str(path)
