@@ -81,16 +81,18 @@ def test_quality_train_cli_and_step(tmp_path, capsys):
     assert len(best) == 7 and min(d["quality_score"] for d in best) >= max(d["quality_score"] for d in rest)
 
     # Inside curation's phase 1: the step runs last, its score is a column, drops are counted.
-    from pipeline.curate.run import SHARD_SCHEMA, filter_files
+    from pipeline.curate.run import filter_files, shard_schema
 
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps(d) + "\n" for d in held_out))
     for fields, reason in (({"quality_threshold": 0.5}, "quality_below_threshold"),
                            ({"quality_top_fraction": 0.5}, "quality_below_top_fraction")):
-        kept, stats = filter_files([str(docs)], CurateConfig(quality_model=str(model), **fields))
+        cfg = CurateConfig(quality_model=str(model), **fields)
+        kept, stats = filter_files([str(docs)], cfg)
         q = stats["quality"]
         assert q["docs_in"] > 0 and q["docs_out"] == len(kept) and q["dropped"][reason] == q["docs_in"] - len(kept)
-        assert all(0.0 <= d["quality_score"] <= 1.0 for d in kept) and "quality_score" in SHARD_SCHEMA.names
+        assert all(0.0 <= d["quality_score"] <= 1.0 for d in kept) and "quality_score" in shard_schema(cfg).names
+    assert "quality_score" not in shard_schema(CurateConfig()).names
 
 
 def test_quality_step_is_off_by_default_and_bad_models_fail_naming_the_field(tmp_path):

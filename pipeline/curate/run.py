@@ -35,7 +35,7 @@ SHARD_SCHEMA = pa.schema([
     ("id", pa.string()), ("doc_key", pa.int64()), ("url", pa.string()), ("source", pa.string()),
     ("text", pa.string()), ("lang", pa.string()), ("lang_score", pa.float64()), ("n_words", pa.int64()),
     ("mean_word_length", pa.float64()), ("c4_lines_kept_frac", pa.float64()), ("badword_ratio", pa.float64()),
-    ("text_bytes", pa.int64()), ("quality_score", pa.float64()),
+    ("text_bytes", pa.int64()),
 ])
 REJECT_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("step", pa.string()),
                            ("reason", pa.string()), ("text", pa.string())])
@@ -45,6 +45,12 @@ STEPS_VERSION = 4
 #: Fields that change how work is spread, not what comes out: left out of the fingerprint.
 _NO_FP = {"run_dir", "ray_remote_args", "crawl", "num_cpus_per_task", "pii_actors", "pii_batch_size", "fetch_retries",
           "fetch_backoff_s", "shuffle_partitions", "keep_rejects"}
+
+
+def shard_schema(cfg: CurateConfig) -> pa.Schema:
+    """The shard columns; `quality_score` only when the quality step runs (an all-null column would
+    come back as NaN, which never equals itself, from the pandas-backed phase 2)."""
+    return SHARD_SCHEMA.append(pa.field("quality_score", pa.float64())) if cfg.quality_model else SHARD_SCHEMA
 
 
 def build_steps(cfg: CurateConfig) -> list:
@@ -167,8 +173,9 @@ def _process_shards(batch: dict, cfg_dict: dict, root: str) -> dict:
     for name, files_json in zip(batch["name"], batch["files"], strict=True):
         rejects: list | None = [] if cfg.keep_rejects else None
         kept, stats = filter_files(json.loads(files_json), cfg, rejects)
-        rows = {f.name: [d.get(f.name) for d in kept] for f in SHARD_SCHEMA}
-        _write_table(rd, f"curated/.shards/{name}.parquet", pa.Table.from_pydict(rows, schema=SHARD_SCHEMA))
+        schema = shard_schema(cfg)
+        rows = {f.name: [d.get(f.name) for d in kept] for f in schema}
+        _write_table(rd, f"curated/.shards/{name}.parquet", pa.Table.from_pydict(rows, schema=schema))
         if rejects is not None:
             _write_table(rd, f"curated/.rejects/{name}.parquet", pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
         node = ray.get_runtime_context().get_node_id()
