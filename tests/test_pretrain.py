@@ -42,7 +42,9 @@ def test_rerun_with_more_steps_resumes_from_the_saved_step(pretrained):
     rows = [json.loads(x) for x in (run / "base/metrics.jsonl").read_text().splitlines()]
     assert rows[:20] == first and rows[20]["step"] == 21 and rows[-1]["step"] == 30
     events = [json.loads(x) for x in (run / "base/events.jsonl").read_text().splitlines()]
-    assert events[-1] == {**events[-1], "event": "resumed", "step": 20}
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert resumed[-1] == {**resumed[-1], "event": "resumed", "step": 20}
+    assert [e["step"] for e in events if e["event"] == "workers"][-1] == 20  # where each start ran
 
 
 def test_generate_streams_a_seeded_continuation(pretrained, capsys):
