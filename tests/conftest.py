@@ -75,9 +75,11 @@ def no_shared_ray():
 
     if ray.is_initialized():
         ray.shutdown()
+    os.environ.pop("RAY_ADDRESS", None)  # left by an earlier test's cluster; ray.init() would join it
     yield
     if ray.is_initialized():
         ray.shutdown()
+    os.environ.pop("RAY_ADDRESS", None)
 
 
 @pytest.fixture(scope="session")

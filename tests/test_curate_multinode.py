@@ -31,7 +31,7 @@ def test_curate_spreads_over_nodes_and_matches_single_node(no_shared_ray, tmp_pa
     write_demo_crawl(crawl, n_pages=40, seed=7, pages_per_file=10)
     common = {"input": str(crawl / "*.warc.gz"), "pii_mode": "regex", "shuffle_partitions": 2}
 
-    ray.init(num_cpus=2, object_store_memory=150 * MB, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=150 * MB, include_dashboard=False)
     try:
         single = run(build_config(CurateConfig, "tiny", {**common, "run_dir": str(tmp_path / "single")}))
     finally:
