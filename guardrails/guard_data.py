@@ -17,10 +17,10 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
-HANDWRITTEN = Path(__file__).with_name("data")
+from guardrails.classifier import benign_texts, harmful_examples, injection_texts
+
 
 # file stem -> (licence, redistributable); from guard_train/README.md and ../shared/data/README.md
 LICENCES: dict[str, tuple[str, bool]] = {
@@ -80,50 +80,6 @@ class Row:
     """File stem, e.g. redinstruct_harmfulqa."""
 
 
-@cache
-def load_yaml(name: str) -> dict:
-    import yaml
-
-    return yaml.safe_load((HANDWRITTEN / f"{name}.yaml").read_text())
-
-
-def benign_texts() -> list[str]:
-    d = load_yaml("benign")
-    return list(d["prompts"]) + [f.format(x=t) for f in d["frames"] for t in d["topics"]]
-
-
-def harmful_examples(per_act: int = 6, seed: int = 0) -> list[tuple[str, str]]:
-    """(text, category) pairs: each act in `per_act` of the shared request frames."""
-    rng = random.Random(seed)
-    frames = load_yaml("benign")["frames"]
-    d = load_yaml("harmful")
-    out = []
-    for cat, spec in d["categories"].items():
-        for act in spec["acts"]:
-            out += [(f.format(x=act), cat) for f in rng.sample(frames, per_act)]
-        out += [(r, cat) for r in spec.get("requests", [])]
-    for cat, lines in d.get("statements", {}).items():
-        out += [(s, cat) for s in lines]
-    return out
-
-
-def injection_texts(n_override: int = 300, seed: int = 0) -> list[str]:
-    """Hand-written attacks, override-grammar expansions, and attacks buried in benign text."""
-    rng = random.Random(seed)
-    d = load_yaml("injection")
-    g = d["override"]
-    out = list(d["prompts"])
-    for _ in range(n_override):
-        s = f"{rng.choice(g['verbs'])} {rng.choice(g['scopes'])} {rng.choice(g['targets'])} {rng.choice(g['payloads'])}"
-        s = s.replace(" .", ".").replace(' ",', ",").replace(' ".', ".")
-        s = s.upper() if rng.random() < 0.15 else s[0].upper() + s[1:]
-        out.append(s)
-    benign = load_yaml("benign")["prompts"]
-    for attack in rng.sample(out, 80):
-        out.append(f"{rng.choice(benign)} {attack}")
-    return out
-
-
 def handwritten() -> dict[str, list[Row]]:
     """This repository's hand-written sets (guardrails/data/*.yaml), one source each."""
     return {
@@ -131,7 +87,7 @@ def handwritten() -> dict[str, list[Row]]:
         "d2d_handwritten_harmful": [Row(t, "harmful", "d2d_handwritten_harmful")
                                     for t in dict.fromkeys(t for t, _ in harmful_examples(per_act=2))],
         "d2d_handwritten_injection": [Row(t, "injection", "d2d_handwritten_injection")
-                                      for t in dict.fromkeys(injection_texts())],
+                                      for t in dict.fromkeys(injection_texts(n_override=300))],
     }
 
 
