@@ -21,7 +21,6 @@ from pathlib import Path
 
 from guardrails.classifier import benign_texts, harmful_examples, injection_texts
 
-
 # file stem -> (licence, redistributable); from guard_train/README.md and ../shared/data/README.md
 LICENCES: dict[str, tuple[str, bool]] = {
     "princeton_maliciousinstruct": ("none stated", False),
